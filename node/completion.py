@@ -1,0 +1,104 @@
+"""When series and studies are complete, and the routing that follows.
+
+A series is complete after ``series_idle_seconds`` without a new instance; a study when all its
+series are complete and it has been idle ``study_idle_seconds``. ``max_wait_seconds`` after it
+opened, a series or study is forced complete. Completing a series (or study) and queueing its
+jobs happen in one transaction, so a crash never leaves a complete series without its jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pydicom
+
+from node.config import CompletionConfig
+from node.routing.facts import SeriesFacts
+from node.routing.router import Router
+from node.store.jobstore import JobStore, SeriesRow
+
+log = logging.getLogger("radnode.completion")
+
+
+class CompletionScheduler:
+    def __init__(
+        self, store: JobStore, spool_root: Path, router: Router, config: CompletionConfig
+    ) -> None:
+        self.store = store
+        self.spool_root = Path(spool_root)
+        self.router = router
+        self.config = config
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def tick(self, now: float | None = None) -> None:
+        """One pass: complete what is due and queue the jobs routing asks for."""
+        now = time.time() if now is None else now
+        cfg = self.config
+        forced_studies = {
+            s.study_uid for s in self.store.studies_due(now, cfg.study_idle_seconds,
+                                                        cfg.max_wait_seconds)
+            if s.opened_at <= now - cfg.max_wait_seconds
+        }
+        for series in self.store.series_due(now, cfg.series_idle_seconds, cfg.max_wait_seconds):
+            forced = series.last_received > now - cfg.series_idle_seconds
+            self._complete_series(series, forced, now)
+        for series in self.store.all_series("receiving"):
+            if series.study_uid in forced_studies:
+                self._complete_series(series, True, now)
+        for study in self.store.studies_due(now, cfg.study_idle_seconds, cfg.max_wait_seconds):
+            forced = study.opened_at <= now - cfg.max_wait_seconds
+            jobs = []
+            for series in self.store.study_series(study.study_uid):
+                facts = self._facts(series)
+                if facts is not None:
+                    jobs += [(series.series_uid, r, m) for r, m in self.router.jobs(facts, "study")]
+            if self.store.complete_study(study, forced, jobs, now):
+                log.info("study %s complete%s; %d study-level jobs", study.study_uid,
+                         " (forced by max_wait_seconds)" if forced else "", len(jobs))
+
+    def _complete_series(self, series: SeriesRow, forced: bool, now: float) -> None:
+        facts = self._facts(series)
+        jobs = self.router.jobs(facts, "series") if facts is not None else []
+        generation = self.store.complete_series(series, forced, jobs, now)
+        if generation is None:
+            return
+        log.info(
+            "series %s complete with %d instances%s; jobs: %s", series.series_uid,
+            series.instance_count, " (forced by max_wait_seconds)" if forced else "",
+            ", ".join(m for _, m in jobs) or "none",
+        )
+
+    def _facts(self, series: SeriesRow) -> SeriesFacts | None:
+        """Routing facts from the series' first instance; None if it cannot be read."""
+        paths = self.store.instance_paths(series.series_uid)
+        for relative in paths:
+            try:
+                header = pydicom.dcmread(self.spool_root / relative, stop_before_pixels=True)
+            except Exception as exc:
+                log.warning("cannot read %s for routing: %s", relative, type(exc).__name__)
+                continue
+            return SeriesFacts(header, instances=len(paths), calling_ae_title=series.calling_ae)
+        log.error("series %s: no readable instance; it is not routed", series.series_uid)
+        return None
+
+    # -- background thread -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="completion", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.config.check_interval_seconds):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("completion check failed; retrying")

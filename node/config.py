@@ -1,0 +1,396 @@
+"""Configuration: read once, validated, every error naming its key.
+
+Each section of ``config.toml`` is a frozen dataclass below. A field's ``doc`` metadata is its
+documentation (``radnode config reference`` prints it) and an optional ``check`` validates the
+value. Unknown keys, wrong types and bad values raise :class:`ConfigError` with the dotted key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from node.uids import is_valid_uid
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message starts with the offending key."""
+
+
+def _doc(text: str, check: typing.Callable[[Any], str | None] | None = None) -> dict[str, Any]:
+    return {"doc": text, "check": check}
+
+
+def _ae_title(value: str) -> str | None:
+    if not value or len(value) > 16 or not value.isascii() or "\\" in value:
+        return "an AE title is 1 to 16 ASCII characters without backslash"
+    if value != value.strip():
+        return "an AE title has no leading or trailing spaces"
+    return None
+
+
+def _port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "a port is between 1 and 65535"
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _not_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _one_of(*choices: str) -> typing.Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _ae_titles(values: list[str]) -> str | None:
+    for value in values:
+        problem = _ae_title(value)
+        if problem:
+            return f"{value!r}: {problem}"
+    return None
+
+
+def _networks(values: list[str]) -> str | None:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return f"{value!r} is not an IP address or network (e.g. 10.0.0.0/8)"
+    return None
+
+
+def _uid_root(value: str) -> str | None:
+    return None if is_valid_uid(value + "1") else "must be a UID prefix such as '2.25.'"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    ae_title: str = field(
+        default="RADNODE", metadata=_doc("AE title the node answers to.", _ae_title)
+    )
+    host: str = field(
+        default="127.0.0.1",
+        metadata=_doc("Address the DICOM listener binds to; 0.0.0.0 listens on all interfaces."),
+    )
+    port: int = field(default=11112, metadata=_doc("TCP port of the DICOM listener.", _port))
+    max_associations: int = field(
+        default=16, metadata=_doc("Most concurrent DICOM associations accepted.", _positive)
+    )
+    data_dir: str = field(
+        default="var",
+        metadata=_doc(
+            "Folder for the spool and job store; relative paths are relative to the config file."
+        ),
+    )
+    log_level: str = field(
+        default="INFO",
+        metadata=_doc("Log level.", _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
+    )
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    fsync: bool = field(
+        default=True,
+        metadata=_doc(
+            "fsync each received instance before answering Success. Turn off only on storage "
+            "that is durable without it (battery-backed cache)."
+        ),
+    )
+    min_free_mb: int = field(
+        default=1024,
+        metadata=_doc(
+            "Refuse new instances (status 0xA700) while the spool has less free space than this.",
+            _not_negative,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    acse_timeout: float = field(
+        default=30.0, metadata=_doc("Seconds to wait for association messages.", _positive)
+    )
+    dimse_timeout: float = field(
+        default=60.0, metadata=_doc("Seconds to wait for DIMSE messages.", _positive)
+    )
+    network_timeout: float = field(
+        default=60.0,
+        metadata=_doc("Seconds an idle or stuck peer may hold an association.", _positive),
+    )
+    max_pdu_size: int = field(
+        default=0,
+        metadata=_doc(
+            "Largest PDU the node receives, in bytes; 0 means no limit (fewest round trips).",
+            _not_negative,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    calling_ae_titles: list[str] = field(
+        default_factory=list,
+        metadata=_doc(
+            "Calling AE titles allowed to associate; empty allows every AE title (with a warning).",
+            _ae_titles,
+        ),
+    )
+    addresses: list[str] = field(
+        default_factory=list,
+        metadata=_doc(
+            "Source addresses or networks (CIDR) allowed to associate; empty allows every address.",
+            _networks,
+        ),
+    )
+    check_called_ae_title: bool = field(
+        default=True,
+        metadata=_doc("Reject associations whose called AE title is not node.ae_title."),
+    )
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    enabled: bool = field(default=False, metadata=_doc("Speak DICOM TLS on the listener port."))
+    certificate: str = field(default="", metadata=_doc("Server certificate file (PEM)."))
+    private_key: str = field(default="", metadata=_doc("Server private key file (PEM)."))
+    ca_certificates: str = field(
+        default="", metadata=_doc("CA certificates (PEM) that client certificates must chain to.")
+    )
+    verify_client: bool = field(
+        default=False, metadata=_doc("Require a client certificate signed by ca_certificates.")
+    )
+
+
+@dataclass(frozen=True)
+class CompletionConfig:
+    series_idle_seconds: float = field(
+        default=60.0,
+        metadata=_doc("A series is complete after this many seconds without a new instance.",
+                      _positive),
+    )
+    study_idle_seconds: float = field(
+        default=120.0,
+        metadata=_doc(
+            "A study is complete when all its series are complete and it has been idle this long.",
+            _positive,
+        ),
+    )
+    max_wait_seconds: float = field(
+        default=5400.0,
+        metadata=_doc(
+            "Force completion this many seconds after the first instance, even if still busy.",
+            _positive,
+        ),
+    )
+    late_instance_policy: str = field(
+        default="rerun",
+        metadata=_doc(
+            "What a late instance (after completion) does: 'rerun' re-opens the series and runs "
+            "its models again when it completes; 'ignore' stores it and runs nothing.",
+            _one_of("rerun", "ignore"),
+        ),
+    )
+    check_interval_seconds: float = field(
+        default=1.0, metadata=_doc("How often completion is checked.", _positive)
+    )
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    name: str = field(default="", metadata=_doc("Name of the rule, shown by route --explain."))
+    models: list[str] = field(
+        default_factory=list, metadata=_doc("Model names each matching series is sent to.")
+    )
+    match: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_doc(
+            "Condition over DICOM attributes (see README, Routing); an empty table matches all."
+        ),
+    )
+    on: str = field(
+        default="series",
+        metadata=_doc(
+            "When the rule is evaluated: when the 'series' completes, or when its 'study' does.",
+            _one_of("series", "study"),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    uid_root: str = field(
+        default="2.25.",
+        metadata=_doc("Prefix of the UIDs the node derives for its output objects.", _uid_root),
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    node: NodeConfig = field(default_factory=NodeConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    completion: CompletionConfig = field(default_factory=CompletionConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    routes: list[RouteConfig] = field(default_factory=list)
+    base_dir: Path = field(default=Path("."), metadata={"internal": True})
+
+    def path(self, value: str) -> Path:
+        """A configured path, relative to the config file's folder unless absolute."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.node.data_dir)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a config file; ``None`` gives the defaults."""
+    if path is None:
+        return build_config({}, Path.cwd())
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return build_config(raw, path.resolve().parent)
+
+
+def build_config(raw: dict[str, Any], base_dir: Path) -> Config:
+    values = _build(Config, raw, "")
+    config = Config(**values, base_dir=base_dir)
+    _check_cross_fields(config)
+    return config
+
+
+def _build(cls: type, raw: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if not f.metadata.get("internal")}
+    for key in raw:
+        if key not in known:
+            where = f"{prefix}{key}"
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(known))})")
+    out: dict[str, Any] = {}
+    for name, f in known.items():
+        key = f"{prefix}{name}"
+        if name not in raw:
+            continue
+        out[name] = _convert(hints[name], raw[name], key)
+        check = f.metadata.get("check")
+        if check is not None:
+            problem = check(out[name])
+            if problem:
+                raise ConfigError(f"{key}: {problem} (got {raw[name]!r})")
+    return out
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if is_dataclass(hint):
+        return hint(**_build(hint, value, key + "."))
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: must be a list (got {type(value).__name__})")
+        (item,) = typing.get_args(hint)
+        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: must be a table (got {type(value).__name__})")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false (got {value!r})")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer (got {value!r})")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: must be a number (got {value!r})")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a string (got {value!r})")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        return value
+    raise ConfigError(f"{key}: unsupported setting type {hint}")
+
+
+def _check_cross_fields(config: Config) -> None:
+    from node.routing.rules import RuleError, compile_condition
+
+    names: set[str] = set()
+    for i, route in enumerate(config.routes):
+        key = f"routes[{i}]"
+        if not route.name:
+            raise ConfigError(f"{key}.name: every route needs a name")
+        if route.name in names:
+            raise ConfigError(f"{key}.name: duplicate route name {route.name!r}")
+        names.add(route.name)
+        if not route.models:
+            raise ConfigError(f"{key}.models: a route names at least one model")
+        for model in route.models:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", model):
+                raise ConfigError(f"{key}.models: {model!r} is not a valid model name")
+        try:
+            compile_condition(route.match)
+        except RuleError as exc:
+            raise ConfigError(f"{key}.match{exc.path}: {exc.reason}") from None
+    tls = config.tls
+    if tls.enabled:
+        for name in ("certificate", "private_key"):
+            value = getattr(tls, name)
+            if not value:
+                raise ConfigError(f"tls.{name}: required when tls.enabled is true")
+            if not config.path(value).is_file():
+                raise ConfigError(f"tls.{name}: file {value} does not exist")
+        if tls.verify_client and not tls.ca_certificates:
+            raise ConfigError("tls.ca_certificates: required when tls.verify_client is true")
+    if config.completion.study_idle_seconds < config.completion.series_idle_seconds:
+        raise ConfigError(
+            "completion.study_idle_seconds: must be at least completion.series_idle_seconds"
+        )
+
+
+def reference() -> str:
+    """Markdown reference of every setting, generated from the dataclasses above."""
+    lines = ["# Configuration reference", "", "Generated from `node/config.py`.", ""]
+    for f in fields(Config):
+        if f.metadata.get("internal"):
+            continue
+        hint = typing.get_type_hints(Config)[f.name]
+        cls = typing.get_args(hint)[0] if typing.get_origin(hint) is list else hint
+        header = f"[[{f.name}]]" if typing.get_origin(hint) is list else f"[{f.name}]"
+        lines += [f"## `{header}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        sub_hints = typing.get_type_hints(cls)
+        for sf in fields(cls):
+            default = sf.default_factory() if sf.default_factory is not MISSING else sf.default
+            type_name = getattr(sub_hints[sf.name], "__name__", str(sub_hints[sf.name]))
+            if typing.get_origin(sub_hints[sf.name]) is not None:
+                type_name = str(sub_hints[sf.name]).replace("typing.", "")
+            lines.append(
+                f"| `{sf.name}` | {type_name} | `{default!r}` | {sf.metadata.get('doc', '')} |"
+            )
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,451 @@
+"""The job store: instances, series, studies and jobs in one SQLite database (WAL mode).
+
+This is the node's one state machine on disk. Every transition is one transaction, so a restart
+resumes from the states. Everything outside this module talks to the store through the methods
+below, never SQL, so the store can later move onto another engine without touching the pipeline.
+
+Durability: instance files are fsynced before they are recorded, and the database runs with
+``synchronous=NORMAL`` (commits survive a killed process; after a power loss the last commits
+may be gone, and :meth:`JobStore.reconcile` re-records instance files the database lost).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid      TEXT PRIMARY KEY,
+    state          TEXT NOT NULL,
+    opened_at      REAL NOT NULL,
+    last_received  REAL NOT NULL,
+    completed_at   REAL,
+    forced         INTEGER NOT NULL DEFAULT 0,
+    generation     INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS series (
+    series_uid     TEXT PRIMARY KEY,
+    study_uid      TEXT NOT NULL,
+    modality       TEXT NOT NULL DEFAULT '',
+    calling_ae     TEXT NOT NULL DEFAULT '',
+    state          TEXT NOT NULL,
+    opened_at      REAL NOT NULL,
+    last_received  REAL NOT NULL,
+    completed_at   REAL,
+    forced         INTEGER NOT NULL DEFAULT 0,
+    generation     INTEGER NOT NULL DEFAULT 0,
+    instance_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS series_by_study ON series(study_uid);
+CREATE INDEX IF NOT EXISTS series_by_state ON series(state);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_instance_uid TEXT PRIMARY KEY,
+    sop_class_uid    TEXT NOT NULL,
+    series_uid       TEXT NOT NULL,
+    study_uid        TEXT NOT NULL,
+    path             TEXT NOT NULL,
+    size             INTEGER NOT NULL,
+    transfer_syntax  TEXT NOT NULL,
+    calling_ae       TEXT NOT NULL DEFAULT '',
+    received_at      REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_by_series ON instances(series_uid);
+CREATE TABLE IF NOT EXISTS jobs (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    series_uid   TEXT NOT NULL,
+    study_uid    TEXT NOT NULL,
+    model        TEXT NOT NULL,
+    route        TEXT NOT NULL,
+    generation   INTEGER NOT NULL,
+    state        TEXT NOT NULL,
+    created_at   REAL NOT NULL,
+    started_at   REAL,
+    finished_at  REAL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    error        TEXT,
+    timings      TEXT,
+    result       TEXT,
+    UNIQUE(series_uid, model, generation)
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+"""
+
+
+class SeriesState(StrEnum):
+    RECEIVING = "receiving"
+    COMPLETE = "complete"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Recorded(StrEnum):
+    """What recording an instance did."""
+
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    REOPENED = "reopened"  # late instance; its series and study receive again
+    LATE_IGNORED = "late_ignored"  # late instance; stored, but its series stays complete
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_uid: str
+    study_uid: str
+    modality: str
+    path: str  # relative to the spool
+    size: int
+    transfer_syntax: str
+    calling_ae: str = ""
+
+
+@dataclass(frozen=True)
+class SeriesRow:
+    series_uid: str
+    study_uid: str
+    modality: str
+    calling_ae: str
+    state: str
+    opened_at: float
+    last_received: float
+    completed_at: float | None
+    forced: bool
+    generation: int
+    instance_count: int
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    study_uid: str
+    state: str
+    opened_at: float
+    last_received: float
+    completed_at: float | None
+    forced: bool
+    generation: int
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: int
+    series_uid: str
+    study_uid: str
+    model: str
+    route: str
+    generation: int
+    state: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    error: str | None
+    timings: dict[str, float]
+    result: dict[str, Any] | None
+
+
+class JobStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=30.0
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction, serialised across the node's threads."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, tuple(args)).fetchall()
+
+    # -- instances -------------------------------------------------------------------------
+
+    def has_instance(self, sop_instance_uid: str) -> bool:
+        rows = self._query(
+            "SELECT 1 FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
+        )
+        return bool(rows)
+
+    def record_instance(
+        self, inst: InstanceRecord, late_policy: str = "rerun", now: float | None = None
+    ) -> Recorded:
+        """Record a stored instance, opening or re-opening its series and study."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            inserted = db.execute(
+                "INSERT OR IGNORE INTO instances (sop_instance_uid, sop_class_uid, series_uid,"
+                " study_uid, path, size, transfer_syntax, calling_ae, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (inst.sop_instance_uid, inst.sop_class_uid, inst.series_uid, inst.study_uid,
+                 inst.path, inst.size, inst.transfer_syntax, inst.calling_ae, now),
+            ).rowcount
+            if not inserted:
+                return Recorded.DUPLICATE
+            series = db.execute(
+                "SELECT state FROM series WHERE series_uid = ?", (inst.series_uid,)
+            ).fetchone()
+            outcome = Recorded.NEW
+            if series is None:
+                db.execute(
+                    "INSERT INTO series (series_uid, study_uid, modality, calling_ae, state,"
+                    " opened_at, last_received, instance_count) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+                    (inst.series_uid, inst.study_uid, inst.modality, inst.calling_ae,
+                     SeriesState.RECEIVING, now, now),
+                )
+            elif series["state"] == SeriesState.RECEIVING:
+                db.execute(
+                    "UPDATE series SET last_received = ?, instance_count = instance_count + 1"
+                    " WHERE series_uid = ?",
+                    (now, inst.series_uid),
+                )
+            elif late_policy == "rerun":
+                outcome = Recorded.REOPENED
+                db.execute(
+                    "UPDATE series SET state = ?, opened_at = ?, last_received = ?,"
+                    " instance_count = instance_count + 1 WHERE series_uid = ?",
+                    (SeriesState.RECEIVING, now, now, inst.series_uid),
+                )
+            else:
+                outcome = Recorded.LATE_IGNORED
+                db.execute(
+                    "UPDATE series SET instance_count = instance_count + 1 WHERE series_uid = ?",
+                    (inst.series_uid,),
+                )
+            study = db.execute(
+                "SELECT state FROM studies WHERE study_uid = ?", (inst.study_uid,)
+            ).fetchone()
+            if study is None:
+                db.execute(
+                    "INSERT INTO studies (study_uid, state, opened_at, last_received)"
+                    " VALUES (?, ?, ?, ?)",
+                    (inst.study_uid, SeriesState.RECEIVING, now, now),
+                )
+            elif study["state"] == SeriesState.RECEIVING:
+                db.execute(
+                    "UPDATE studies SET last_received = ? WHERE study_uid = ?",
+                    (now, inst.study_uid),
+                )
+            elif outcome != Recorded.LATE_IGNORED:
+                db.execute(
+                    "UPDATE studies SET state = ?, opened_at = ?, last_received = ?"
+                    " WHERE study_uid = ?",
+                    (SeriesState.RECEIVING, now, now, inst.study_uid),
+                )
+            return outcome
+
+    def instance_paths(self, series_uid: str) -> list[str]:
+        """Spool-relative paths of a series' instances, in arrival order."""
+        rows = self._query(
+            "SELECT path FROM instances WHERE series_uid = ? ORDER BY rowid", (series_uid,)
+        )
+        return [r["path"] for r in rows]
+
+    def known_paths(self) -> set[str]:
+        return {r["path"] for r in self._query("SELECT path FROM instances")}
+
+    def count_instances(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM instances")[0][0])
+
+    # -- series and studies ----------------------------------------------------------------
+
+    def series(self, series_uid: str) -> SeriesRow | None:
+        rows = self._query("SELECT * FROM series WHERE series_uid = ?", (series_uid,))
+        return _series(rows[0]) if rows else None
+
+    def all_series(self, state: str | None = None) -> list[SeriesRow]:
+        if state is None:
+            rows = self._query("SELECT * FROM series ORDER BY opened_at")
+        else:
+            rows = self._query("SELECT * FROM series WHERE state = ? ORDER BY opened_at", (state,))
+        return [_series(r) for r in rows]
+
+    def study(self, study_uid: str) -> StudyRow | None:
+        rows = self._query("SELECT * FROM studies WHERE study_uid = ?", (study_uid,))
+        return _study(rows[0]) if rows else None
+
+    def study_series(self, study_uid: str) -> list[SeriesRow]:
+        rows = self._query(
+            "SELECT * FROM series WHERE study_uid = ? ORDER BY opened_at", (study_uid,)
+        )
+        return [_series(r) for r in rows]
+
+    def series_due(self, now: float, idle: float, max_wait: float) -> list[SeriesRow]:
+        """Receiving series that have been idle long enough, or open too long."""
+        rows = self._query(
+            "SELECT * FROM series WHERE state = ? AND (last_received <= ? OR opened_at <= ?)"
+            " ORDER BY opened_at",
+            (SeriesState.RECEIVING, now - idle, now - max_wait),
+        )
+        return [_series(r) for r in rows]
+
+    def studies_due(self, now: float, idle: float, max_wait: float) -> list[StudyRow]:
+        """Receiving studies whose series are all complete and that are idle (or open too long).
+
+        A study open longer than ``max_wait`` is due whatever its series are doing; the caller
+        forces those series complete in the same step.
+        """
+        rows = self._query(
+            "SELECT * FROM studies s WHERE state = ? AND (opened_at <= ? OR (last_received <= ?"
+            " AND NOT EXISTS (SELECT 1 FROM series r WHERE r.study_uid = s.study_uid"
+            " AND r.state = ?))) ORDER BY opened_at",
+            (SeriesState.RECEIVING, now - max_wait, now - idle, SeriesState.RECEIVING),
+        )
+        return [_study(r) for r in rows]
+
+    def complete_series(
+        self,
+        series: SeriesRow,
+        forced: bool,
+        jobs: list[tuple[str, str]],
+        now: float | None = None,
+    ) -> int | None:
+        """Mark a series complete and queue its jobs (route, model) in one transaction.
+
+        Returns the new generation, or None when an instance arrived since ``series`` was
+        read (the series stays open and is looked at again later).
+        """
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            changed = db.execute(
+                "UPDATE series SET state = ?, completed_at = ?, forced = ?,"
+                " generation = generation + 1"
+                " WHERE series_uid = ? AND state = ? AND last_received = ?",
+                (SeriesState.COMPLETE, now, int(forced), series.series_uid,
+                 SeriesState.RECEIVING, series.last_received),
+            ).rowcount
+            if not changed:
+                return None
+            generation = series.generation + 1
+            self._insert_jobs(db, [(series.series_uid, series.study_uid, r, m, generation)
+                                   for r, m in jobs], now)
+            return generation
+
+    def complete_study(
+        self,
+        study: StudyRow,
+        forced: bool,
+        jobs: list[tuple[str, str, str]],
+        now: float | None = None,
+    ) -> bool:
+        """Mark a study complete and queue jobs (series, route, model) at each series'
+        current generation; jobs that already exist are not queued again."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            changed = db.execute(
+                "UPDATE studies SET state = ?, completed_at = ?, forced = ?,"
+                " generation = generation + 1"
+                " WHERE study_uid = ? AND state = ? AND last_received = ?",
+                (SeriesState.COMPLETE, now, int(forced), study.study_uid,
+                 SeriesState.RECEIVING, study.last_received),
+            ).rowcount
+            if not changed:
+                return False
+            rows = []
+            for series_uid, route, model in jobs:
+                gen = db.execute(
+                    "SELECT generation FROM series WHERE series_uid = ?", (series_uid,)
+                ).fetchone()
+                if gen is not None:
+                    rows.append((series_uid, study.study_uid, route, model, gen[0]))
+            self._insert_jobs(db, rows, now)
+            return True
+
+    @staticmethod
+    def _insert_jobs(
+        db: sqlite3.Connection, rows: list[tuple[str, str, str, str, int]], now: float
+    ) -> None:
+        db.executemany(
+            "INSERT OR IGNORE INTO jobs (series_uid, study_uid, route, model, generation, state,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(*row, JobState.QUEUED, now) for row in rows],
+        )
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def jobs(
+        self, state: str | None = None, series_uid: str | None = None, limit: int = 1000
+    ) -> list[JobRow]:
+        where, args = [], []
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        if series_uid is not None:
+            where.append("series_uid = ?")
+            args.append(series_uid)
+        sql = "SELECT * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        return [_job(r) for r in self._query(sql, (*args, limit))]
+
+    def job(self, job_id: int) -> JobRow | None:
+        rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def count_jobs(self) -> dict[str, int]:
+        rows = self._query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+        return {r["state"]: r["n"] for r in rows}
+
+
+def _series(r: sqlite3.Row) -> SeriesRow:
+    return SeriesRow(
+        series_uid=r["series_uid"], study_uid=r["study_uid"], modality=r["modality"],
+        calling_ae=r["calling_ae"], state=r["state"], opened_at=r["opened_at"],
+        last_received=r["last_received"], completed_at=r["completed_at"],
+        forced=bool(r["forced"]), generation=r["generation"], instance_count=r["instance_count"],
+    )
+
+
+def _study(r: sqlite3.Row) -> StudyRow:
+    return StudyRow(
+        study_uid=r["study_uid"], state=r["state"], opened_at=r["opened_at"],
+        last_received=r["last_received"], completed_at=r["completed_at"],
+        forced=bool(r["forced"]), generation=r["generation"],
+    )
+
+
+def _job(r: sqlite3.Row) -> JobRow:
+    return JobRow(
+        id=r["id"], series_uid=r["series_uid"], study_uid=r["study_uid"], model=r["model"],
+        route=r["route"], generation=r["generation"], state=r["state"],
+        created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"],
+        attempts=r["attempts"], error=r["error"],
+        timings=json.loads(r["timings"]) if r["timings"] else {},
+        result=json.loads(r["result"]) if r["result"] else None,
+    )
