@@ -237,6 +237,136 @@ class OutputConfig:
     )
 
 
+def _providers(values: list[str]) -> str | None:
+    known = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "CPUExecutionProvider")
+    for value in values:
+        if value not in known:
+            return f"{value!r} is not one of {', '.join(known)}"
+    return None
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    providers: list[str] = field(
+        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        metadata=_doc(
+            "ONNX Runtime providers in order of preference; those not installed are skipped and "
+            "CPUExecutionProvider is always the last resort.",
+            _providers,
+        ),
+    )
+    cuda_device_id: int = field(
+        default=0, metadata=_doc("GPU used by the CUDA and TensorRT providers.", _not_negative)
+    )
+    intra_op_threads: int = field(
+        default=0,
+        metadata=_doc("Threads per inference on the CPU; 0 lets ONNX Runtime decide.",
+                      _not_negative),
+    )
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    concurrency: int = field(
+        default=1, metadata=_doc("Jobs run at the same time.", _positive)
+    )
+    models_dir: str = field(
+        default="models",
+        metadata=_doc("Folder of model packages; relative to the config file."),
+    )
+    max_attempts: int = field(
+        default=3,
+        metadata=_doc("A job interrupted by a crash is retried this many times in all.",
+                      _positive),
+    )
+
+
+@dataclass(frozen=True)
+class ResultsConfig:
+    series_number_seg: int = field(
+        default=9001, metadata=_doc("Series Number of the SEG series the node writes.",
+                                    _positive)
+    )
+    series_number_sr: int = field(
+        default=9002, metadata=_doc("Series Number of the SR series the node writes.",
+                                    _positive)
+    )
+    series_description_prefix: str = field(
+        default="radnode",
+        metadata=_doc("Series descriptions start with this, then the model name."),
+    )
+    seg_type: str = field(
+        default="binary",
+        metadata=_doc(
+            "'binary' (every reader) or 'labelmap' (DICOM 2024c Label Map SEG with RLE, for many "
+            "labels; fewer readers).",
+            _one_of("binary", "labelmap"),
+        ),
+    )
+    manufacturer: str = field(
+        default="radnode", metadata=_doc("Manufacturer written into result objects.")
+    )
+    institution_name: str = field(
+        default="", metadata=_doc("Institution Name written into result objects, if set.")
+    )
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    calling_ae_title: str = field(
+        default="RADNODE", metadata=_doc("AE title the node uses when it sends.", _ae_title)
+    )
+    max_attempts: int = field(
+        default=8,
+        metadata=_doc("Sends tried per object before it becomes a dead letter.", _positive),
+    )
+    initial_backoff_seconds: float = field(
+        default=5.0, metadata=_doc("Wait after the first failed send; doubles each time.",
+                                   _positive)
+    )
+    max_backoff_seconds: float = field(
+        default=900.0, metadata=_doc("Longest wait between two sends.", _positive)
+    )
+    timeout_seconds: float = field(
+        default=30.0, metadata=_doc("Network timeout for sending.", _positive)
+    )
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    name: str = field(default="", metadata=_doc("Name shown in logs, the CLI and the API."))
+    kind: str = field(
+        default="dicom",
+        metadata=_doc(
+            "'dicom' (C-STORE), 'stow' (DICOMweb STOW-RS) or 'caller' (C-STORE back to the "
+            "peer whose AE title sent the study; see [[peers]]).",
+            _one_of("dicom", "stow", "caller"),
+        ),
+    )
+    ae_title: str = field(default="", metadata=_doc("Called AE title (kind 'dicom')."))
+    host: str = field(default="", metadata=_doc("Host name or address (kind 'dicom')."))
+    port: int = field(default=104, metadata=_doc("Port (kind 'dicom').", _port))
+    tls: bool = field(default=False, metadata=_doc("Use DICOM TLS (kind 'dicom'/'caller')."))
+    tls_ca_certificates: str = field(
+        default="", metadata=_doc("CA certificates (PEM) that the server must chain to.")
+    )
+    tls_certificate: str = field(default="", metadata=_doc("Client certificate (PEM), if any."))
+    tls_private_key: str = field(default="", metadata=_doc("Client private key (PEM), if any."))
+    url: str = field(
+        default="", metadata=_doc("DICOMweb base URL, e.g. http://pacs:8042/dicom-web (stow).")
+    )
+    token: str = field(default="", metadata=_doc("Bearer token for STOW-RS, if any."))
+    username: str = field(default="", metadata=_doc("Basic-auth user for STOW-RS, if any."))
+    password: str = field(default="", metadata=_doc("Basic-auth password for STOW-RS."))
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    ae_title: str = field(default="", metadata=_doc("AE title of a known sender.", _ae_title))
+    host: str = field(default="", metadata=_doc("Where its C-STORE SCP listens."))
+    port: int = field(default=104, metadata=_doc("Its C-STORE SCP port.", _port))
+
+
 @dataclass(frozen=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
@@ -246,7 +376,13 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     completion: CompletionConfig = field(default_factory=CompletionConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    results: ResultsConfig = field(default_factory=ResultsConfig)
+    sender: SenderConfig = field(default_factory=SenderConfig)
     routes: list[RouteConfig] = field(default_factory=list)
+    destinations: list[DestinationConfig] = field(default_factory=list)
+    peers: list[PeerConfig] = field(default_factory=list)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
 
     def path(self, value: str) -> Path:
@@ -357,6 +493,7 @@ def _check_cross_fields(config: Config) -> None:
             compile_condition(route.match)
         except RuleError as exc:
             raise ConfigError(f"{key}.match{exc.path}: {exc.reason}") from None
+    _check_destinations(config)
     tls = config.tls
     if tls.enabled:
         for name in ("certificate", "private_key"):
@@ -371,6 +508,38 @@ def _check_cross_fields(config: Config) -> None:
         raise ConfigError(
             "completion.study_idle_seconds: must be at least completion.series_idle_seconds"
         )
+
+
+def _check_destinations(config: Config) -> None:
+    names: set[str] = set()
+    for i, d in enumerate(config.destinations):
+        key = f"destinations[{i}]"
+        if not d.name:
+            raise ConfigError(f"{key}.name: every destination needs a name")
+        if d.name in names:
+            raise ConfigError(f"{key}.name: duplicate destination name {d.name!r}")
+        names.add(d.name)
+        if d.kind == "dicom":
+            problem = _ae_title(d.ae_title)
+            if problem:
+                raise ConfigError(f"{key}.ae_title: {problem} (got {d.ae_title!r})")
+            if not d.host:
+                raise ConfigError(f"{key}.host: required for kind 'dicom'")
+        if d.kind == "stow" and not d.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{key}.url: kind 'stow' needs an http:// or https:// URL")
+        if d.kind == "caller" and not config.peers:
+            raise ConfigError(f"{key}.kind: 'caller' needs [[peers]] to know where callers listen")
+        for name in ("tls_ca_certificates", "tls_certificate", "tls_private_key"):
+            value = getattr(d, name)
+            if value and not config.path(value).is_file():
+                raise ConfigError(f"{key}.{name}: file {value} does not exist")
+    seen: set[str] = set()
+    for i, peer in enumerate(config.peers):
+        if peer.ae_title in seen:
+            raise ConfigError(f"peers[{i}].ae_title: duplicate peer {peer.ae_title!r}")
+        seen.add(peer.ae_title)
+        if not peer.host:
+            raise ConfigError(f"peers[{i}].host: required")
 
 
 def reference() -> str:

@@ -77,6 +77,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     UNIQUE(series_uid, model, generation)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS outbox (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id           INTEGER,
+    destination      TEXT NOT NULL,
+    path             TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,
+    sop_class_uid    TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  REAL NOT NULL,
+    created_at       REAL NOT NULL,
+    sent_at          REAL,
+    last_error       TEXT,
+    UNIQUE(destination, sop_instance_uid)
+);
+CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, next_attempt_at);
 """
 
 
@@ -91,6 +107,12 @@ class JobState(StrEnum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+class OutboxState(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    DEAD = "dead"  # gave up after the configured attempts; retried only by command
 
 
 class Recorded(StrEnum):
@@ -422,6 +444,173 @@ class JobStore:
         rows = self._query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
         return {r["state"]: r["n"] for r in rows}
 
+    def claim_job(self, now: float | None = None) -> JobRow | None:
+        """Take the oldest queued job and mark it running (one worker gets each job)."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            row = db.execute(
+                "UPDATE jobs SET state = ?, started_at = ?, finished_at = NULL, error = NULL,"
+                " attempts = attempts + 1 WHERE id = (SELECT id FROM jobs WHERE state = ?"
+                " ORDER BY id LIMIT 1) RETURNING *",
+                (JobState.RUNNING, now, JobState.QUEUED),
+            ).fetchone()
+        return _job(row) if row is not None else None
+
+    def finish_job(
+        self,
+        job_id: int,
+        state: JobState,
+        *,
+        error: str | None = None,
+        timings: dict[str, float] | None = None,
+        result: dict[str, Any] | None = None,
+        outbox: list[tuple[str, str, str, str]] | None = None,
+        now: float | None = None,
+    ) -> None:
+        """End a running job; queue its result objects (destination, path, SOP instance,
+        SOP class) for sending in the same transaction."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, finished_at = ?, error = ?, timings = ?, result = ?"
+                " WHERE id = ?",
+                (state, now, error, json.dumps(timings or {}),
+                 json.dumps(result) if result is not None else None, job_id),
+            )
+            self._enqueue(db, job_id, outbox or [], now)
+
+    def recover_jobs(self, max_attempts: int) -> tuple[int, int]:
+        """Jobs left running by a crash: queue them again, or fail those tried too often.
+        Returns (re-queued, failed)."""
+        with self._tx() as db:
+            failed = db.execute(
+                "UPDATE jobs SET state = ?, error = ?, finished_at = ? WHERE state = ?"
+                " AND attempts >= ?",
+                (JobState.FAILED, f"interrupted {max_attempts} times (crash or kill)",
+                 time.time(), JobState.RUNNING, max_attempts),
+            ).rowcount
+            requeued = db.execute(
+                "UPDATE jobs SET state = ?, started_at = NULL WHERE state = ?",
+                (JobState.QUEUED, JobState.RUNNING),
+            ).rowcount
+        return requeued, failed
+
+    def retry_job(self, job_id: int) -> bool:
+        """Queue a failed or cancelled job again (a fresh set of attempts)."""
+        with self._tx() as db:
+            return bool(db.execute(
+                "UPDATE jobs SET state = ?, attempts = 0, error = NULL WHERE id = ?"
+                " AND state IN (?, ?)",
+                (JobState.QUEUED, job_id, JobState.FAILED, JobState.CANCELLED),
+            ).rowcount)
+
+    def cancel_job(self, job_id: int) -> bool:
+        with self._tx() as db:
+            return bool(db.execute(
+                "UPDATE jobs SET state = ?, finished_at = ? WHERE id = ? AND state = ?",
+                (JobState.CANCELLED, time.time(), job_id, JobState.QUEUED),
+            ).rowcount)
+
+    # -- outbox ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _enqueue(db: sqlite3.Connection, job_id: int | None,
+                 items: list[tuple[str, str, str, str]], now: float) -> None:
+        db.executemany(
+            "INSERT INTO outbox (job_id, destination, path, sop_instance_uid, sop_class_uid,"
+            " state, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(destination, sop_instance_uid) DO UPDATE SET path = excluded.path,"
+            " state = CASE WHEN outbox.state = 'sent' THEN outbox.state ELSE 'pending' END",
+            [(job_id, dest, path, sop, cls, OutboxState.PENDING, now, now)
+             for dest, path, sop, cls in items],
+        )
+
+    def enqueue(self, items: list[tuple[str, str, str, str]], job_id: int | None = None,
+                now: float | None = None) -> None:
+        """Queue objects (destination, path, SOP instance, SOP class) for sending.
+        An object already sent to a destination is not sent again."""
+        with self._tx() as db:
+            self._enqueue(db, job_id, items, time.time() if now is None else now)
+
+    def outbox_due(self, now: float | None = None, limit: int = 100) -> list[OutboxItem]:
+        now = time.time() if now is None else now
+        rows = self._query(
+            "SELECT * FROM outbox WHERE state = ? AND next_attempt_at <= ?"
+            " ORDER BY next_attempt_at, id LIMIT ?",
+            (OutboxState.PENDING, now, limit),
+        )
+        return [_outbox(r) for r in rows]
+
+    def outbox_items(self, state: str | None = None, limit: int = 1000) -> list[OutboxItem]:
+        if state is None:
+            rows = self._query("SELECT * FROM outbox ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._query("SELECT * FROM outbox WHERE state = ? ORDER BY id DESC LIMIT ?",
+                               (state, limit))
+        return [_outbox(r) for r in rows]
+
+    def mark_sent(self, item_id: int, now: float | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET state = ?, sent_at = ?, attempts = attempts + 1,"
+                " last_error = NULL WHERE id = ?",
+                (OutboxState.SENT, time.time() if now is None else now, item_id),
+            )
+
+    def mark_failed(self, item_id: int, error: str, next_attempt_at: float, dead: bool) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ?,"
+                " next_attempt_at = ? WHERE id = ?",
+                (OutboxState.DEAD if dead else OutboxState.PENDING, error, next_attempt_at,
+                 item_id),
+            )
+
+    def postpone_destination(self, destination: str, until: float, error: str) -> int:
+        """Hold every pending item of a destination that refuses associations, without
+        counting an attempt against each; returns how many were held."""
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE outbox SET next_attempt_at = MAX(next_attempt_at, ?), last_error = ?"
+                " WHERE destination = ? AND state = ?",
+                (until, error, destination, OutboxState.PENDING),
+            ).rowcount
+
+    def retry_dead(self, item_id: int | None = None, now: float | None = None) -> int:
+        """Send dead letters again (one, or all); returns how many."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            if item_id is None:
+                cur = db.execute(
+                    "UPDATE outbox SET state = ?, attempts = 0, next_attempt_at = ?"
+                    " WHERE state = ?", (OutboxState.PENDING, now, OutboxState.DEAD))
+            else:
+                cur = db.execute(
+                    "UPDATE outbox SET state = ?, attempts = 0, next_attempt_at = ?"
+                    " WHERE state = ? AND id = ?",
+                    (OutboxState.PENDING, now, OutboxState.DEAD, item_id))
+            return cur.rowcount
+
+    def count_outbox(self) -> dict[str, int]:
+        rows = self._query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
+        return {r["state"]: r["n"] for r in rows}
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    job_id: int | None
+    destination: str
+    path: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    sent_at: float | None
+    last_error: str | None
+
 
 def _series(r: sqlite3.Row) -> SeriesRow:
     return SeriesRow(
@@ -449,3 +638,7 @@ def _job(r: sqlite3.Row) -> JobRow:
         timings=json.loads(r["timings"]) if r["timings"] else {},
         result=json.loads(r["result"]) if r["result"] else None,
     )
+
+
+def _outbox(r: sqlite3.Row) -> OutboxItem:
+    return OutboxItem(**{k: r[k] for k in r.keys()})  # noqa: SIM118 (sqlite3.Row)
