@@ -12,9 +12,7 @@ import ipaddress
 import logging
 import ssl
 import zlib
-from typing import Any
 
-from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
@@ -23,6 +21,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from node.config import Config
 from node.receiver import status
 from node.receiver.contexts import scp_contexts
+from node.receiver.part10 import file_header
 from node.receiver.spool import InvalidUIDError, Spool
 from node.receiver.structure import MalformedDatasetError, check_encoding
 from node.store.jobstore import InstanceRecord, JobStore, Recorded
@@ -168,18 +167,18 @@ class StorageSCP:
                 req_instance, calling, self.config.storage.min_free_mb,
             )
             return status.OUT_OF_RESOURCES
+        syntax = event.context.transfer_syntax
+        stream = event.request.DataSet.getbuffer()
         try:
-            check_encoding(*_encoded(event))
-            header = _read_identity(event.dataset)
-        except MalformedDatasetError as exc:
+            data = stream
+            if syntax == DeflatedExplicitVRLittleEndian:
+                data = zlib.decompress(stream, -zlib.MAX_WBITS)
+            found = check_encoding(data, syntax.is_implicit_VR, syntax.is_little_endian,
+                                   _IDENTITY_TAGS)
+        except (MalformedDatasetError, zlib.error) as exc:
             log.error("refused %s from %s: unreadable dataset (%s)", req_instance, calling, exc)
             return status.CANNOT_UNDERSTAND
-        except Exception as exc:
-            log.error(
-                "refused %s from %s: unreadable dataset (%s)",
-                req_instance, calling, type(exc).__name__,
-            )
-            return status.CANNOT_UNDERSTAND
+        header = {keyword: _text(found.get(tag, b"")) for tag, keyword in _IDENTITY.items()}
         if header["SOPClassUID"] != req_class or header["SOPInstanceUID"] != req_instance:
             log.error(
                 "refused %s from %s: dataset SOP class/instance (%s, %s) differ from the request"
@@ -197,8 +196,8 @@ class StorageSCP:
         if self.store.has_instance(req_instance):
             log.debug("duplicate %s from %s: already stored", req_instance, calling)
             return status.SUCCESS
-        data = event.encoded_dataset(include_meta=True)
-        size = self.spool.write(relative, data)
+        head = file_header(req_class, req_instance, syntax, calling)
+        size = self.spool.write(relative, head, stream)
         outcome = self.store.record_instance(
             InstanceRecord(
                 sop_instance_uid=req_instance,
@@ -222,22 +221,16 @@ class StorageSCP:
         return status.SUCCESS
 
 
-def _encoded(event: Event) -> tuple[bytes, bool, bool]:
-    """The dataset bytes as sent (inflated if deflated) and how they are encoded."""
-    syntax = event.context.transfer_syntax
-    data = event.request.DataSet.getvalue()
-    if syntax == DeflatedExplicitVRLittleEndian:
-        data = zlib.decompress(data, -zlib.MAX_WBITS)
-    return data, syntax.is_implicit_VR, syntax.is_little_endian
+# The attributes that place an instance, read from the encoded dataset (all ASCII: UI, CS).
+_IDENTITY = {
+    0x00080016: "SOPClassUID",
+    0x00080018: "SOPInstanceUID",
+    0x0020000D: "StudyInstanceUID",
+    0x0020000E: "SeriesInstanceUID",
+    0x00080060: "Modality",
+}
+_IDENTITY_TAGS = frozenset(_IDENTITY)
 
 
-_IDENTITY = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality")
-
-
-def _read_identity(ds: Dataset) -> dict[str, Any]:
-    """The identifying attributes, parsed now so a broken dataset fails here, not later."""
-    out = {}
-    for keyword in _IDENTITY:
-        value = ds.get(keyword, "")
-        out[keyword] = str(value or "").strip()
-    return out
+def _text(raw: bytes) -> str:
+    return raw.decode("ascii", errors="replace").strip("\0 ")

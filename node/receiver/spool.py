@@ -43,8 +43,8 @@ class Spool:
     def absolute(self, relative: str) -> Path:
         return self.root / relative
 
-    def write(self, relative: str, data: bytes) -> int:
-        """Write ``data`` durably to ``relative``; returns the size written."""
+    def write(self, relative: str, *parts: bytes | memoryview) -> int:
+        """Write ``parts`` one after the other, durably, to ``relative``; returns the size."""
         target = self.root / relative
         folder = target.parent
         if not folder.is_dir():
@@ -52,10 +52,15 @@ class Spool:
         tmp = self.tmp / f"{uuid.uuid4().hex}.part"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            size = sum(len(p) for p in parts)
+            views = [memoryview(p) for p in parts]
+            while views:
+                written = os.writev(fd, views)
+                while views and written >= len(views[0]):
+                    written -= len(views[0])
+                    views.pop(0)
+                if views:
+                    views[0] = views[0][written:]
             if self.fsync:
                 os.fdatasync(fd)
         except BaseException:
@@ -66,7 +71,7 @@ class Spool:
         os.replace(tmp, target)
         if self.fsync:
             _fsync_dir(folder)
-        return len(data)
+        return size
 
     def _make_folder(self, folder: Path) -> None:
         missing = []

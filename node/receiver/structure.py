@@ -1,8 +1,9 @@
-"""A structural check of an encoded dataset: every element, item and fragment fits.
+"""A structural check of an encoded dataset, picking out a few top-level values on the way.
 
 pydicom reads leniently: a value shorter than its length field is silently cut. The receiver
 must not store such a dataset as if it were whole, so it walks the encoding first. The walk
-reads only tags and lengths, never values, so it is cheap even for large objects.
+reads only tags and lengths (and the values asked for), never pixel data, so it is cheap even
+for large objects, and it replaces a full parse on the receiver's hot path.
 """
 
 from __future__ import annotations
@@ -22,17 +23,27 @@ class MalformedDatasetError(ValueError):
     """The encoding is broken; the message says where, never what the values are."""
 
 
-def check_encoding(data: bytes | memoryview, implicit_vr: bool, little_endian: bool) -> None:
-    """Raise :class:`MalformedDatasetError` unless ``data`` is a whole, well-formed dataset."""
-    walker = _Walker(memoryview(data), implicit_vr, "<" if little_endian else ">")
+def check_encoding(
+    data: bytes | memoryview, implicit_vr: bool, little_endian: bool,
+    wanted: frozenset[int] = frozenset(),
+) -> dict[int, bytes]:
+    """Raise :class:`MalformedDatasetError` unless ``data`` is a whole, well-formed dataset.
+
+    Returns the raw values of the top-level elements whose tags are in ``wanted``.
+    """
+    walker = _Walker(memoryview(data), implicit_vr, "<" if little_endian else ">", wanted)
     end = walker.dataset(0, len(data), depth=0)
     if end != len(data):
         raise MalformedDatasetError(f"unexpected delimiter at byte {end}")
+    return walker.found
 
 
 class _Walker:
-    def __init__(self, data: memoryview, implicit_vr: bool, endian: str) -> None:
+    def __init__(self, data: memoryview, implicit_vr: bool, endian: str,
+                 wanted: frozenset[int]) -> None:
         self.data = data
+        self.wanted = wanted
+        self.found: dict[int, bytes] = {}
         self.implicit = implicit_vr
         self.tag_length = struct.Struct(endian + "HHL")
         self.tag_vr_short = struct.Struct(endian + "HH2sH")
@@ -69,6 +80,8 @@ class _Walker:
                     f"element ({group:04X},{elem:04X}) claims {length} bytes; "
                     f"{end - pos} remain"
                 )
+            if depth == 0 and tag in self.wanted:
+                self.found[tag] = bytes(self.data[pos:pos + length])
             pos += length
         return pos
 

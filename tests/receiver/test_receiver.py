@@ -68,6 +68,10 @@ def test_series_is_stored_at_uid_paths_and_recorded(node_factory, ct_series) -> 
                     f"{sent.SOPInstanceUID}.dcm")
         stored = pydicom.dcmread(node.data_dir / "spool" / relative)
         assert stored.file_meta.MediaStorageSOPInstanceUID == sent.SOPInstanceUID
+        assert stored.file_meta.MediaStorageSOPClassUID == sent.SOPClassUID
+        assert stored.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+        assert stored.file_meta.SourceApplicationEntityTitle == "STORESCU"
+        assert stored.file_meta.ImplementationClassUID.startswith("2.25.")
         assert np.array_equal(stored.pixel_array, sent.pixel_array)
         assert stored.PatientID == sent.PatientID
     series = store.series(pydicom.dcmread(ct_series[0]).SeriesInstanceUID)
