@@ -89,3 +89,8 @@ def test_reference_documents_every_section() -> None:
     for heading in ("[node]", "[storage]", "[access]", "[tls]", "[completion]", "[[routes]]"):
         assert f"`{heading}`" in text
     assert "| `min_free_mb` | int | `1024` |" in text
+
+
+def test_configuration_doc_is_generated_from_the_schema() -> None:
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    assert doc.strip() == reference().strip(), "run: radnode config reference > docs/configuration.md"
