@@ -93,4 +93,5 @@ def test_reference_documents_every_section() -> None:
 
 def test_configuration_doc_is_generated_from_the_schema() -> None:
     doc = (REPO / "docs" / "configuration.md").read_text()
-    assert doc.strip() == reference().strip(), "run: radnode config reference > docs/configuration.md"
+    fix = "run: radnode config reference > docs/configuration.md"
+    assert doc.strip() == reference().strip(), fix
