@@ -54,6 +54,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="calling AE title to assume for calling_ae_title conditions")
     _add_config(route)
 
+    run = sub.add_parser(
+        "run", help="run one model on a DICOM folder or NIfTI file, offline",
+        description="Take a DICOM series folder (or a .nii/.nii.gz file) through the same "
+                    "pipeline as the service and write the results to --out.",
+    )
+    run.add_argument("input", type=Path, help="DICOM folder, DICOM file or NIfTI file")
+    run.add_argument("--model", required=True, help="model name (a folder under models/)")
+    run.add_argument("--out", required=True, type=Path, help="output folder")
+    run.add_argument("--modality", default="",
+                     help="modality of a NIfTI input (default: the model's, if it takes one)")
+    run.add_argument("--force", action="store_true",
+                     help="run even if the model's manifest does not accept the series")
+    _add_config(run)
+
+    models = sub.add_parser("models", help="list or check the model packages")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    models_check = models_sub.add_parser(
+        "check", help="validate every manifest against its ONNX graph")
+    _add_config(models_check)
+    models_list = models_sub.add_parser("list", help="list installed models")
+    _add_config(models_list)
+
     config = sub.add_parser("config", help="check the configuration or print its reference")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_sub.add_parser("check", help="validate the configuration file")
@@ -70,11 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from node.service import StartupError
+
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
     except ConfigError as exc:
         print(f"radnode: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StartupError as exc:
+        print(f"radnode: cannot start: {exc}", file=sys.stderr)
         return 2
 
 
@@ -94,8 +121,39 @@ def _dispatch(args: argparse.Namespace) -> int:
         if not args.explain.is_dir():
             print(f"radnode: {args.explain} is not a folder", file=sys.stderr)
             return 2
-        print(format_explanations(explain_folder(args.explain, Router(config.routes),
-                                                 args.calling_ae)))
+        from node.inference.manifest import load_packages
+
+        models_dir = config.path(config.workers.models_dir)
+        packages = load_packages(models_dir) if models_dir.is_dir() else {}
+        router = Router(config.routes, {n: p.manifest.accepts for n, p in packages.items()})
+        print(format_explanations(explain_folder(args.explain, router, args.calling_ae)))
+        return 0
+    if args.command == "run":
+        from node.offline import run_offline
+
+        config = _load(args)
+        configure_logging("WARNING")
+        return run_offline(config, args.input, args.model, args.out, force=args.force,
+                           modality=args.modality)
+    if args.command == "models":
+        from node.inference.check import check_models
+        from node.inference.manifest import load_packages
+
+        config = _load(args)
+        models_dir = config.path(config.workers.models_dir)
+        if args.models_command == "list":
+            for name, package in sorted(load_packages(models_dir).items()):
+                m = package.manifest
+                modalities = ", ".join(m.accepts.modalities)
+                print(f"{name} {m.version}  {m.output.kind}  accepts {modalities}"
+                      f"  clinical use: {'yes' if m.for_clinical_use else 'no'}")
+            return 0
+        problems = check_models(models_dir)
+        for problem in problems:
+            print(f"ERROR {problem}")
+        if problems:
+            return 1
+        print(f"all models in {models_dir} are valid")
         return 0
     if args.command == "config":
         if args.config_command == "reference":

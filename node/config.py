@@ -260,8 +260,29 @@ class RuntimeConfig:
     )
     intra_op_threads: int = field(
         default=0,
-        metadata=_doc("Threads per inference on the CPU; 0 lets ONNX Runtime decide.",
+        metadata=_doc("Threads inside one operator on the CPU; 0 lets ONNX Runtime decide.",
                       _not_negative),
+    )
+    inter_op_threads: int = field(
+        default=0,
+        metadata=_doc("Threads across operators; 0 lets ONNX Runtime decide.", _not_negative),
+    )
+    gpu_mem_limit_gb: float = field(
+        default=0.0,
+        metadata=_doc("GPU memory arena limit for CUDA in GiB; 0 means no limit.",
+                      _not_negative),
+    )
+    tensorrt_fp16: bool = field(
+        default=False, metadata=_doc("Let TensorRT build fp16 engines.")
+    )
+    tensorrt_cache_dir: str = field(
+        default="",
+        metadata=_doc("Folder where TensorRT caches its engines; empty for no cache."),
+    )
+    graph_optimization: str = field(
+        default="all",
+        metadata=_doc("ONNX Runtime graph optimisation level.",
+                      _one_of("disable", "basic", "extended", "all")),
     )
 
 

@@ -1,4 +1,4 @@
-"""The service: receiver, completion scheduler and (later) workers and sender, in one process."""
+"""The service: receiver, completion scheduler, workers (and the sender), in one process."""
 
 from __future__ import annotations
 
@@ -8,37 +8,76 @@ import threading
 
 from node.completion import CompletionScheduler
 from node.config import Config
+from node.inference.check import check_models
+from node.inference.manifest import ModelPackage, load_packages
+from node.inference.runtime import SessionRegistry
 from node.receiver.recovery import recover_spool
 from node.receiver.scp import StorageSCP
 from node.receiver.spool import Spool
 from node.routing.router import Router
 from node.store.jobstore import JobStore
+from node.worker import Workers
 
 log = logging.getLogger("radnode.service")
+
+
+class StartupError(RuntimeError):
+    """The node must not start; the message says why (an invalid model, a missing one...)."""
+
+
+def load_models(config: Config) -> dict[str, ModelPackage]:
+    """Every model package, checked against its ONNX graph; routed models must exist."""
+    models_dir = config.path(config.workers.models_dir)
+    problems = check_models(models_dir) if models_dir.is_dir() else []
+    if problems:
+        raise StartupError("invalid model packages:\n  " + "\n  ".join(map(str, problems)))
+    packages = load_packages(models_dir) if models_dir.is_dir() else {}
+    for i, route in enumerate(config.routes):
+        for model in route.models:
+            if model not in packages:
+                raise StartupError(
+                    f"routes[{i}].models: model {model!r} is not installed in {models_dir}"
+                )
+    return packages
 
 
 class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.packages = load_models(config)
         data = config.data_dir
         data.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(data / "radnode.db")
         self.spool = Spool(data / "spool", fsync=config.storage.fsync)
-        self.router = Router(config.routes)
+        self.router = Router(
+            config.routes, {name: p.manifest.accepts for name, p in self.packages.items()}
+        )
         self.scheduler = CompletionScheduler(
             self.store, self.spool.root, self.router, config.completion
+        )
+        self.registry = SessionRegistry(config.runtime)
+        self.workers = Workers(
+            self.store, self.spool.root, data / "results", self.packages, self.registry,
+            concurrency=config.workers.concurrency,
         )
         self.scp = StorageSCP(config, self.store, self.spool)
         self._stopped = threading.Event()
 
     def start(self) -> None:
         recover_spool(self.spool, self.store, self.config.completion.late_instance_policy)
+        requeued, failed = self.store.recover_jobs(self.config.workers.max_attempts)
+        if requeued or failed:
+            log.info("recovery: %d interrupted jobs queued again, %d failed", requeued, failed)
+        for package in self.packages.values():  # sessions once, at start: one log line each
+            self.registry.get(package)
         self.scheduler.start()
+        self.workers.start()
         self.scp.start()
 
     def stop(self) -> None:
         self.scp.stop()
         self.scheduler.stop()
+        self.workers.stop()
         self.store.close()
         self._stopped.set()
 

@@ -19,6 +19,7 @@ class SeriesExplanation:
     files: int
     decisions: list[Decision]
     jobs: list[tuple[str, str]]
+    refusals: dict[str, str]
     note: str = ""
 
 
@@ -37,6 +38,8 @@ def explain_folder(folder: Path, router: Router, calling_ae_title: str = "") -> 
         facts = SeriesFacts(first, instances=len(headers), calling_ae_title=calling_ae_title)
         decisions = router.evaluate(facts)
         jobs = router.jobs(facts, "series") + router.jobs(facts, "study")
+        refusals = {m: r for d in decisions if d.outcome.matched for m in d.route.models
+                    if (r := router.refusal(m, facts))}
         note = "" if series_uid else (
             "no SeriesInstanceUID: the receiver refuses these instances (status 0xC001)"
         )
@@ -47,6 +50,7 @@ def explain_folder(folder: Path, router: Router, calling_ae_title: str = "") -> 
             files=len(headers),
             decisions=decisions,
             jobs=jobs,
+            refusals=refusals,
             note=note,
         ))
     return out
@@ -66,6 +70,8 @@ def format_explanations(items: list[SeriesExplanation]) -> str:
                          f"{', '.join(d.route.models)}")
             for reason in d.outcome.reasons:
                 lines.append(f"        {reason}")
+        for model, reason in item.refusals.items():
+            lines.append(f"  model {model} does not accept it: {reason}")
         jobs = ", ".join(f"{m} (route {r})" for r, m in item.jobs) or "none"
         lines.append(f"  jobs: {jobs}")
     return "\n".join(lines)

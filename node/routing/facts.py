@@ -25,6 +25,10 @@ class SeriesFacts(Mapping[str, Any]):
             "orientation": orientation_of(header),
         }
 
+    @property
+    def header(self) -> Dataset:
+        return self._header
+
     def __getitem__(self, key: str) -> Any:
         if key in self._facts:
             value = self._facts[key]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from node.config import RouteConfig
+from node.routing.facts import SeriesFacts
 from node.routing.rules import Condition, Outcome, compile_condition
 
 
@@ -24,11 +25,31 @@ class Decision:
     outcome: Outcome
 
 
+class Accepting(Protocol):
+    """What a model declares it can read (``Manifest.accepts``)."""
+
+    def rejects(self, header: Any, instance_count: int) -> str | None: ...
+
+
 class Router:
-    def __init__(self, routes: list[RouteConfig]) -> None:
+    """Routes from the configuration, ANDed with what each model accepts."""
+
+    def __init__(self, routes: list[RouteConfig],
+                 accepts: Mapping[str, Accepting] | None = None) -> None:
         self.routes = [
             Route(r.name, tuple(r.models), r.on, compile_condition(r.match)) for r in routes
         ]
+        self.accepts = dict(accepts or {})
+
+    def refusal(self, model: str, facts: SeriesFacts) -> str | None:
+        """Why ``model`` does not take this series although a route chose it, if it does not."""
+        accepts = self.accepts.get(model)
+        if accepts is None:
+            return None
+        try:
+            return accepts.rejects(facts.header, int(facts.get("instances", 0)))
+        except Exception as exc:  # a malformed attribute: the model cannot judge the series
+            return f"cannot check what the model accepts ({type(exc).__name__})"
 
     def evaluate(self, facts: Mapping[str, Any], on: str | None = None) -> list[Decision]:
         """Every route (of the given trigger, if any) with whether and why it matched."""
@@ -38,15 +59,16 @@ class Router:
             if on is None or route.on == on
         ]
 
-    def jobs(self, facts: Mapping[str, Any], on: str) -> list[tuple[str, str]]:
-        """(route name, model) for each model of each matching route, without repeats."""
+    def jobs(self, facts: SeriesFacts, on: str) -> list[tuple[str, str]]:
+        """(route name, model) for each model of each matching route that accepts the series,
+        without repeats."""
         seen: set[str] = set()
         out: list[tuple[str, str]] = []
         for decision in self.evaluate(facts, on):
             if not decision.outcome.matched:
                 continue
             for model in decision.route.models:
-                if model not in seen:
+                if model not in seen and self.refusal(model, facts) is None:
                     seen.add(model)
                     out.append((decision.route.name, model))
         return out

@@ -1,0 +1,235 @@
+"""Every resampling of a Volume goes through here, so a result maps back onto its source exactly.
+
+Two kinds of grid change:
+
+- *reorientation* to an orientation code such as ``"LPS"`` or ``"RAS"``: a permutation and flip of
+  the voxel axes (no interpolation, exact, reversible); an oblique series stays oblique, its axes
+  are only put in the order and sense closest to the code;
+- *resampling* to another spacing, size or direction matrix, with SimpleITK. The new grid covers
+  the same field of view (voxel boxes, not centres), so down- and up-sampling stay centred.
+
+When the target grid equals the source grid (within 1e-6 mm) nothing is interpolated: the voxels
+are returned unchanged. ``resample_like`` puts a model-space result back onto the source grid:
+``"nearest"`` or ``"label_linear"`` (one-hot linear then argmax, smoother) for label maps,
+``"linear"`` for probabilities.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import SimpleITK as sitk
+
+from node.imaging.sitk_io import to_sitk
+from node.imaging.volume import Volume
+
+Interpolation = Literal["linear", "nearest", "bspline", "label_linear"]
+
+_INTERPOLATORS = {
+    "linear": sitk.sitkLinear,
+    "nearest": sitk.sitkNearestNeighbor,
+    "bspline": sitk.sitkBSpline,
+    "label_linear": sitk.sitkLabelLinear,
+}
+_AXIS_LETTERS = {"L": (0, 1), "R": (0, -1), "P": (1, 1), "A": (1, -1), "S": (2, 1), "I": (2, -1)}
+_TOL_MM = 1e-6
+
+
+def orientation_code(direction: np.ndarray) -> str:
+    """The letters (DICOM/LPS sense) that the i, j, k axes point towards, e.g. ``"LPS"``."""
+    d = np.asarray(direction, dtype=float).reshape(3, 3)
+    letters = []
+    for axis in range(3):
+        w = int(np.argmax(np.abs(d[:, axis])))
+        positive = d[w, axis] > 0
+        letters.append(("LPS" if positive else "RAI")[w])
+    return "".join(letters)
+
+
+def _check_code(code: str) -> list[tuple[int, int]]:
+    code = code.upper()
+    if len(code) != 3 or any(c not in _AXIS_LETTERS for c in code):
+        raise ValueError(f"orientation {code!r}: expected three letters from L/R, P/A, S/I")
+    axes = [_AXIS_LETTERS[c] for c in code]
+    if sorted(w for w, _ in axes) != [0, 1, 2]:
+        raise ValueError(f"orientation {code!r}: each of L/R, P/A, S/I must appear once")
+    return axes
+
+
+def reorient(volume: Volume, code: str) -> Volume:
+    """Permute and flip the voxel axes so that i, j, k point as close as possible to ``code``.
+
+    Exact (no interpolation) and cheap (numpy views). ``"native"`` returns the volume as is.
+    """
+    if code.lower() == "native":
+        return volume
+    wanted = _check_code(code)
+    d = volume.direction
+    # The permutation of source axes that best matches the wanted world axes (all 6 tried).
+    best = max(
+        itertools.permutations(range(3)),
+        key=lambda p: sum(abs(d[w, p[t]]) for t, (w, _) in enumerate(wanted)),
+    )
+    flips = [np.sign(d[w, best[t]]) != s for t, (w, s) in enumerate(wanted)]
+    if list(best) == [0, 1, 2] and not any(flips):
+        return volume
+    size = volume.shape_ijk
+    # array axes are (k, j, i): the array axis of ijk-axis a is 2 - a.
+    array = np.transpose(volume.array, [2 - best[2 - ax] for ax in range(3)])
+    for t in range(3):
+        if flips[t]:
+            array = np.flip(array, axis=2 - t)
+    first = [size[best[t]] - 1 if flips[t] else 0 for t in range(3)]
+    source_index = np.zeros(3)
+    for t in range(3):
+        source_index[best[t]] = first[t]
+    direction = np.stack(
+        [d[:, best[t]] * (-1.0 if flips[t] else 1.0) for t in range(3)], axis=1
+    )
+    return Volume(
+        array=array,
+        spacing=tuple(volume.spacing[best[t]] for t in range(3)),
+        origin=tuple(volume.index_to_patient(source_index)),
+        direction=direction,
+        modality=volume.modality,
+        sources=[] if best[2] != 2 or flips[2] else volume.sources,
+        frame_of_reference_uid=volume.frame_of_reference_uid,
+    )
+
+
+def resample(
+    volume: Volume,
+    spacing: Sequence[float] | None = None,
+    direction: np.ndarray | str | None = None,
+    size: Sequence[int] | None = None,
+    interpolation: Interpolation = "linear",
+    default_value: float | None = None,
+) -> Volume:
+    """The volume on a new grid covering the same field of view.
+
+    ``spacing`` and ``size`` are (i, j, k); an entry of ``None`` keeps that axis's spacing.
+    With ``size`` and no ``spacing`` the spacing is chosen so the field of view is kept (a resize).
+    ``direction``: a 3x3 matrix (columns = LPS axes) resamples; an orientation code such as
+    ``"LPS"`` reorients exactly first (see :func:`reorient`). ``default_value`` fills voxels
+    outside the source (default: the array's minimum).
+    """
+    if isinstance(direction, str):
+        volume = reorient(volume, direction)
+        direction = None
+    new_dir = volume.direction if direction is None else np.asarray(direction, float).reshape(3, 3)
+    corners = np.array(list(itertools.product(*[(-0.5, n - 0.5) for n in volume.shape_ijk])))
+    local = volume.index_to_patient(corners) @ new_dir  # coordinates along the new axes
+    lo, hi = local.min(axis=0), local.max(axis=0)
+    extent = hi - lo
+    if spacing is None:
+        spacing = [None, None, None]
+    new_spacing = np.array(
+        [volume.spacing[a] if spacing[a] is None else float(spacing[a]) for a in range(3)]
+    )
+    if size is None:
+        new_size = np.maximum(1, np.rint(extent / new_spacing - 1e-6)).astype(int)
+    else:
+        new_size = np.asarray(size, dtype=int)
+        if any(s is None for s in spacing):
+            new_spacing = np.where(
+                [s is None for s in spacing], extent / new_size, new_spacing
+            )
+    origin_local = (lo + hi) / 2 - (new_size - 1) / 2 * new_spacing
+    new_origin = new_dir @ origin_local
+    grid = Volume(
+        array=np.zeros((1, 1, 1), np.uint8),
+        spacing=tuple(new_spacing),
+        origin=tuple(new_origin),
+        direction=new_dir,
+    )
+    return _resample_to(volume, grid, tuple(int(s) for s in new_size), interpolation,
+                        default_value)
+
+
+def resample_like(
+    volume: Volume,
+    reference: Volume,
+    interpolation: Interpolation = "nearest",
+    default_value: float = 0,
+) -> Volume:
+    """``volume`` on exactly the grid of ``reference`` (its spacing, origin, direction, size).
+
+    Keeps ``reference``'s sources and frame of reference; exact when the grids are the same or
+    differ by a permutation/flip of axes.
+    """
+    out = _resample_to(volume, reference, reference.shape_ijk, interpolation, default_value)
+    return Volume(
+        array=out.array,
+        spacing=reference.spacing,
+        origin=reference.origin,
+        direction=reference.direction.copy(),
+        modality=volume.modality,
+        sources=reference.sources,
+        frame_of_reference_uid=reference.frame_of_reference_uid,
+    )
+
+
+def same_grid(a: Volume, b: Volume, size_b: Sequence[int] | None = None) -> bool:
+    size_b = tuple(size_b) if size_b is not None else b.shape_ijk
+    return (
+        a.shape_ijk == tuple(size_b)
+        and np.allclose(a.spacing, b.spacing, atol=_TOL_MM, rtol=0)
+        and np.allclose(a.origin, b.origin, atol=_TOL_MM, rtol=0)
+        and np.allclose(a.direction, b.direction, atol=1e-9, rtol=0)
+    )
+
+
+def _resample_to(
+    volume: Volume,
+    grid: Volume,
+    size: tuple[int, int, int],
+    interpolation: Interpolation,
+    default_value: float | None,
+) -> Volume:
+    if interpolation not in _INTERPOLATORS:
+        raise ValueError(f"interpolation {interpolation!r}: use one of {', '.join(_INTERPOLATORS)}")
+    if not same_grid(volume, grid, size):
+        # A pure permutation/flip of the target grid is done exactly with numpy.
+        code = orientation_code(grid.direction)
+        candidate = reorient(volume, code)
+        if same_grid(candidate, grid, size):
+            volume = candidate
+    if same_grid(volume, grid, size):  # the source's own geometry, not a recomputed copy
+        return Volume(
+            array=volume.array,
+            spacing=volume.spacing,
+            origin=volume.origin,
+            direction=volume.direction.copy(),
+            modality=volume.modality,
+            sources=volume.sources,
+            frame_of_reference_uid=volume.frame_of_reference_uid,
+        )
+    array = volume.array
+    if interpolation in ("linear", "bspline") and array.dtype != np.float32:
+        array = array.astype(np.float32)
+    if array.dtype == np.bool_:
+        array = array.view(np.uint8)
+    if default_value is None:
+        default_value = float(array.min()) if array.size else 0.0
+    image = to_sitk(volume.with_array(array) if array is not volume.array else volume)
+    f = sitk.ResampleImageFilter()
+    f.SetSize([int(s) for s in size])
+    f.SetOutputSpacing([float(s) for s in grid.spacing])
+    f.SetOutputOrigin([float(o) for o in grid.origin])
+    f.SetOutputDirection([float(v) for v in grid.direction.ravel()])
+    f.SetInterpolator(_INTERPOLATORS[interpolation])
+    f.SetDefaultPixelValue(float(default_value))
+    f.SetOutputPixelType(image.GetPixelID())
+    out = sitk.GetArrayFromImage(f.Execute(image))
+    del image
+    return Volume(
+        array=out,
+        spacing=grid.spacing,
+        origin=grid.origin,
+        direction=grid.direction.copy(),
+        modality=volume.modality,
+        frame_of_reference_uid=volume.frame_of_reference_uid,
+    )

@@ -1,0 +1,176 @@
+"""``radnode models check``: every manifest valid, and consistent with its ONNX graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime as ort
+
+from node.inference.manifest import LAYOUTS_2D, Manifest, ManifestError, load_manifest
+from node.inference.runtime import _quiet_onnxruntime
+
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int16)": "int16",
+    "tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    model: str  # the folder name
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.model}: {self.message}"
+
+
+def check_models(models_dir: str | Path) -> list[Problem]:
+    """Problems with every model folder under ``models_dir`` (an empty list: all good)."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return [Problem(str(models_dir), "models folder does not exist")]
+    problems: list[Problem] = []
+    for folder in sorted(p for p in models_dir.iterdir() if p.is_dir()):
+        if not (folder / "model.toml").is_file():
+            if (folder / "model.onnx").is_file():
+                problems.append(Problem(folder.name, "model.onnx without a model.toml"))
+            continue
+        problems.extend(check_model(folder))
+    return problems
+
+
+def check_model(folder: str | Path) -> list[Problem]:
+    folder = Path(folder)
+    try:
+        manifest = load_manifest(folder / "model.toml")
+    except ManifestError as exc:
+        return [Problem(folder.name, str(exc))]
+    out: list[Problem] = []
+
+    def problem(message: str) -> None:
+        out.append(Problem(folder.name, message))
+
+    if manifest.name != folder.name:
+        problem(f"name {manifest.name!r} differs from the folder name {folder.name!r}")
+    onnx_path = folder / "model.onnx"
+    if not onnx_path.is_file():
+        problem("model.onnx is missing")
+        return out
+    _quiet_onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        problem(f"model.onnx cannot be loaded by onnxruntime: {str(exc).splitlines()[0][:300]}")
+        return out
+    for message in graph_problems(manifest, session.get_inputs(), session.get_outputs()):
+        problem(message)
+    return out
+
+
+def graph_problems(manifest: Manifest, inputs: list, outputs: list) -> list[str]:
+    """What the ONNX inputs/outputs (onnxruntime NodeArg lists) contradict in the manifest."""
+    found: list[str] = []
+    spec, out = manifest.input, manifest.output
+    by_name = {i.name: i for i in inputs}
+    if spec.name not in by_name:
+        found.append(f"input.name {spec.name!r} is not a graph input (graph inputs: "
+                     f"{', '.join(sorted(by_name))})")
+    else:
+        extra = sorted(set(by_name) - {spec.name})
+        if extra:
+            found.append(f"the graph has other inputs the node cannot feed: {', '.join(extra)}")
+        found += _input_problems(manifest, by_name[spec.name])
+    outs = {o.name: o for o in outputs}
+    if out.name not in outs:
+        found.append(f"output.name {out.name!r} is not a graph output (graph outputs: "
+                     f"{', '.join(sorted(outs))})")
+    else:
+        found += _output_problems(manifest, outs[out.name])
+    return found
+
+
+def _dims(arg) -> list[int | None]:
+    return [d if isinstance(d, int) and d > 0 else None for d in arg.shape]
+
+
+def _input_problems(manifest: Manifest, arg) -> list[str]:
+    spec, run = manifest.input, manifest.run
+    found = []
+    dtype = _ORT_TYPES.get(arg.type, arg.type)
+    if dtype != spec.dtype:
+        found.append(f"input {arg.name!r}: input.dtype is {spec.dtype} but the graph wants {dtype}")
+    rank = 4 if spec.layout in LAYOUTS_2D else 5
+    dims = _dims(arg)
+    if len(dims) != rank:
+        found.append(f"input {arg.name!r}: layout {spec.layout} means rank {rank}, "
+                     f"the graph input has rank {len(dims)} {arg.shape}")
+        return found
+    channel_axis = -1 if spec.layout.endswith("C") else 1
+    if dims[channel_axis] is not None and dims[channel_axis] != spec.channels:
+        found.append(f"input {arg.name!r}: input.channels is {spec.channels} but the graph has "
+                     f"{dims[channel_axis]} channels")
+    spatial = dims[2:] if channel_axis == 1 else dims[1:-1]
+    batch = run.batch_size if run.mode in ("slicewise", "sliding_window") else 1
+    if dims[0] is not None and dims[0] != batch:
+        found.append(f"input {arg.name!r}: the graph's batch size is fixed at {dims[0]} but "
+                     f"run.batch_size is {batch}")
+    if run.mode == "sliding_window":
+        wanted, key = run.patch_size, "run.patch_size"
+    elif spec.resize is not None:
+        wanted, key = spec.resize, "input.resize"
+    else:
+        wanted, key = None, ""
+    for axis, d in enumerate(spatial):
+        if d is None:
+            continue
+        if wanted is None:
+            found.append(f"input {arg.name!r}: spatial size is fixed ({arg.shape}); declare "
+                         "input.resize or run.patch_size to match it")
+            break
+        if d != wanted[axis]:
+            found.append(f"input {arg.name!r}: {key} is {list(wanted)} but the graph fixes "
+                         f"{arg.shape}")
+            break
+    return found
+
+
+def _output_problems(manifest: Manifest, arg) -> list[str]:
+    spec, out = manifest.input, manifest.output
+    found = []
+    dtype = _ORT_TYPES.get(arg.type, arg.type)
+    if dtype != out.dtype:
+        found.append(
+            f"output {arg.name!r}: output.dtype is {out.dtype} but the graph gives {dtype}"
+        )
+    dims = _dims(arg)
+    in_rank = 4 if spec.layout in LAYOUTS_2D else 5
+    if out.kind == "classification":
+        ranks = {2}
+    elif out.format == "boxes":
+        ranks = {2, 3}
+    elif out.activation == "labelmap":
+        ranks = {in_rank, in_rank - 1}
+    else:
+        ranks = {in_rank}
+    if len(dims) not in ranks:
+        found.append(f"output {arg.name!r}: a {out.kind} output ({out.activation}) has rank "
+                     f"{' or '.join(map(str, sorted(ranks)))}; the graph's has rank {len(dims)} "
+                     f"{arg.shape}")
+        return found
+    if out.format == "boxes":
+        if dims[-1] is not None and dims[-1] != 8:
+            found.append(f"output {arg.name!r}: box rows need 8 columns, the graph has {dims[-1]}")
+        return found
+    if out.activation == "labelmap":
+        return found
+    channel_axis = 1 if out.kind == "classification" or not spec.layout.endswith("C") else -1
+    channels = dims[channel_axis]
+    top = max(lab.channel or 0 for lab in manifest.labels)
+    if channels is not None and channels <= top:
+        found.append(f"output {arg.name!r}: label channel {top} is declared but the graph "
+                     f"gives {channels} channels")
+    return found

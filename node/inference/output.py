@@ -1,0 +1,55 @@
+"""What running a model gives back, always on the source series' own grid."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from node.inference.manifest import LabelSpec
+
+
+@dataclass(frozen=True)
+class Timings:
+    preprocess: float = 0.0
+    inference: float = 0.0
+    postprocess: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.preprocess + self.inference + self.postprocess
+
+
+@dataclass(frozen=True)
+class Box:
+    """A detected region: label, score, and its corners as source-grid (i, j, k) indices
+    (continuous) and in LPS millimetres."""
+
+    label: int
+    score: float
+    index_min: tuple[float, float, float]
+    index_max: tuple[float, float, float]
+    lps_min: tuple[float, float, float]
+    lps_max: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    model: str
+    version: str
+    kind: str  # segmentation | detection | classification
+    labels: tuple[LabelSpec, ...]
+    # [k, j, i] on the source grid, uint8 (uint16 beyond 255 labels), 0 = background.
+    # Segmentation and heat-map detection (the thresholded heat map, post-processed).
+    label_map: np.ndarray | None = None
+    # Detection heat map on the source grid, float32 [k, j, i] (one channel: the first label's).
+    probability: np.ndarray | None = None
+    boxes: tuple[Box, ...] = ()
+    # Classification: label value -> probability.
+    class_probabilities: Mapping[int, float] = field(default_factory=dict)
+    timings: Timings = Timings()
+    provider: str = ""
+
+    def label_name(self, value: int) -> str:
+        return next(lab.name for lab in self.labels if lab.value == value)

@@ -1,0 +1,166 @@
+"""The one pipeline: a series (or NIfTI) through one model to measurements and result files.
+
+``radnode run`` and the service's workers both call :func:`run_pipeline`; there is no other
+path from images to results. Each stage is timed (load, preprocess, inference, postprocess,
+measure, write) and reported through an optional progress callback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from node.imaging.series import load_series
+from node.imaging.sitk_io import to_sitk
+from node.imaging.volume import Volume
+from node.inference.manifest import ModelPackage
+from node.inference.output import ModelOutput
+from node.inference.run import run_model
+from node.inference.runtime import SessionRegistry
+from node.measure import (
+    ClassProbability,
+    Lesion,
+    RegionMeasurements,
+    class_probabilities,
+    find_lesions,
+    measure_labels,
+    parse_requests,
+)
+
+Progress = Callable[[str, str], None]  # (stage, message)
+
+STAGES = ("load", "preprocess", "inference", "postprocess", "measure", "write")
+
+
+@dataclass
+class PipelineResult:
+    model: str
+    version: str
+    provider: str
+    output: ModelOutput
+    regions: dict[int, RegionMeasurements]
+    lesions: list[Lesion]
+    classes: tuple[ClassProbability, ...]
+    timings: dict[str, float] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """What a job records and ``radnode run`` prints: JSON-ready, no voxels."""
+        labels = {lab.value: lab.name for lab in self.output.labels}
+        return {
+            "model": self.model,
+            "version": self.version,
+            "provider": self.provider,
+            "regions": {labels.get(v, str(v)): m.to_dict() for v, m in self.regions.items()},
+            "lesions": [lesion.to_dict() for lesion in self.lesions],
+            "classes": [c.to_dict() for c in self.classes],
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "files": {k: str(v) for k, v in self.files.items()},
+        }
+
+
+def run_pipeline(
+    source: Sequence[str | Path] | Volume,
+    package: ModelPackage,
+    out_dir: str | Path,
+    *,
+    registry: SessionRegistry | None = None,
+    progress: Progress | None = None,
+) -> PipelineResult:
+    """Run ``package`` on a series (file paths) or a loaded volume; write results to ``out_dir``.
+
+    Raises :class:`node.imaging.errors.VolumeError` when the series cannot make a trustworthy
+    volume; the reason names the problem, never the patient.
+    """
+    say = progress or (lambda stage, message: None)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    if isinstance(source, Volume):
+        volume = source
+    else:
+        say("load", f"loading {len(source)} files")
+        volume = load_series(source)
+    timings["load"] = time.perf_counter() - t
+    say("load", f"volume {volume.shape_ijk} at {_mm(volume.spacing)} mm "
+                f"({timings['load']:.2f} s)")
+
+    say("inference", f"running {package.name} {package.version}")
+    output = run_model(package, volume, registry)
+    timings["preprocess"] = output.timings.preprocess
+    timings["inference"] = output.timings.inference
+    timings["postprocess"] = output.timings.postprocess
+    say("inference", f"{package.name} ran on {output.provider} "
+                     f"(inference {output.timings.inference:.2f} s)")
+
+    t = time.perf_counter()
+    regions, lesions, classes = measure(volume, output, package.manifest.measurements)
+    timings["measure"] = time.perf_counter() - t
+    say("measure", f"{len(regions)} regions, {len(lesions)} lesions ({timings['measure']:.2f} s)")
+
+    result = PipelineResult(
+        model=package.name, version=package.version, provider=output.provider, output=output,
+        regions=regions, lesions=lesions, classes=classes, timings=timings,
+    )
+    t = time.perf_counter()
+    result.files = write_outputs(result, volume, Path(out_dir))
+    timings["write"] = time.perf_counter() - t
+    _write_json(Path(out_dir) / "measurements.json", result.summary())
+    say("write", f"wrote {', '.join(sorted(result.files))} to {out_dir} "
+                 f"({timings['write']:.2f} s)")
+    return result
+
+
+def measure(
+    volume: Volume, output: ModelOutput, declared: Sequence[Mapping[str, Any]]
+) -> tuple[dict[int, RegionMeasurements], list[Lesion], tuple[ClassProbability, ...]]:
+    """The manifest's measurements of each labelled region, lesion or class."""
+    if output.kind == "classification":
+        names = [lab.name for lab in output.labels]
+        probs = [output.class_probabilities.get(lab.value, 0.0) for lab in output.labels]
+        return {}, [], class_probabilities(names, probs)
+    if output.label_map is None:
+        return {}, [], ()
+    tables = [{k: v for k, v in m.items() if k != "labels"} for m in declared] or [
+        {"kind": "volume"}]
+    wanted = [lab.value for lab in output.labels
+              if not declared or any("labels" not in m or lab.value in m["labels"]
+                                     for m in declared)]
+    requests = parse_requests(tables)
+    if output.kind == "detection":
+        mask = output.label_map > 0
+        return {}, find_lesions(volume, mask, output.probability, requests), ()
+    regions = measure_labels(volume, output.label_map, wanted, requests)
+    return regions, [], ()
+
+
+def write_outputs(result: PipelineResult, volume: Volume, out_dir: Path) -> dict[str, Path]:
+    """Research-friendly files beside the DICOM results: the label map as NIfTI."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    label_map = result.output.label_map
+    if label_map is not None:
+        path = out_dir / "labels.nii.gz"
+        image = to_sitk(volume.with_array(np.ascontiguousarray(label_map)))
+        tmp = path.with_suffix(".tmp.nii.gz")
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+        os.replace(tmp, path)
+        files["labels"] = path
+    return files
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _mm(values: Sequence[float]) -> str:
+    return " x ".join(f"{v:.3g}" for v in values)

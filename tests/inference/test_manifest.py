@@ -1,0 +1,131 @@
+"""Manifest parsing: the shipped model is valid; every error names the file and the key."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+
+from node.inference.manifest import ManifestError, load_manifest, parse_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+LUNG = REPO / "models" / "lung_ct" / "model.toml"
+
+
+def _raw() -> dict:
+    return tomllib.loads(LUNG.read_text(encoding="utf-8"))
+
+
+def test_lung_manifest_parses():
+    m = load_manifest(LUNG)
+    assert (m.name, m.version, m.for_clinical_use) == ("lung_ct", "1.0.0", False)
+    assert m.input.spacing == (3.0, 3.0, 3.0) and m.input.orientation == "LPS"
+    assert [lab.name for lab in m.labels] == ["Left lung", "Right lung", "Body"]
+    assert m.label(1).type.value == "44029006" and m.label(1).type.scheme == "SCT"
+    assert m.label(1).postprocess.absorb == (4,) and m.label(1).postprocess.fill_holes == "axial"
+    assert m.label(3).postprocess.fill_holes == "3d"
+    laa = next(x for x in m.measurements if x["kind"] == "fraction_below")
+    assert laa["threshold"] == -950 and laa["name"] == "LAA-950"
+
+
+def _set(raw: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for p in parts[:-1]:
+        node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+    if value is _DELETE:
+        del node[parts[-1]]
+    else:
+        node[parts[-1]] = value
+
+
+_DELETE = object()
+
+CASES = [
+    ("input.spacing", [3, 0, 3], "input.spacing: must be 3 positive numbers"),
+    ("input.spacing", [3, 3], "input.spacing: must be 3 positive numbers"),
+    ("input.layout", "NCWH", "input.layout: must be one of"),
+    ("input.orientation", "LPX", "input.orientation: orientation 'LPX'"),
+    ("input.normalize", {"kind": "window", "center": 40}, "input.normalize.width: is required"),
+    ("input.normalize", {"kind": "window", "center": 40, "width": -1},
+     "input.normalize.width: must be greater than 0"),
+    ("input.normalize", {"kind": "gamma"}, "input.normalize.kind: must be one of"),
+    ("input.channels", 3, None),  # one normalisation copied to 3 channels is fine
+    ("input.resize", [64, 64], "input.resize: must be 3 positive integers"),
+    ("input.colour", 1, "input.colour: unknown key"),
+    ("run.mode", "slicewise", "run.mode: must be one of whole, sliding_window"),
+    ("run.mode", "sliding_window", "run.patch_size: is required"),
+    ("run.mirror_axes", [0, 3], "run.mirror_axes: values must be among [0, 1, 2]"),
+    ("output.kind", "regression", "output.kind: must be one of"),
+    ("name", "lung ct", "name: letters, digits"),
+    ("version", _DELETE, "version: is required"),
+    ("for_clinical_use", "no", "for_clinical_use: must be true or false"),
+    ("accepts.modality", [], "accepts.modality: must name at least one modality"),
+    ("accepts.min_slices", 0, "accepts.min_slices: must be an integer >= 1"),
+    ("labels.1.value", 1, "labels[1].value: duplicate label value 1"),
+    ("labels.0.colour", [300, 0, 0], "labels[0].colour: must be 3 integers 0..255"),
+    ("labels.0.type", {"value": "44029006"}, "labels[0].type.meaning: is required"),
+    ("labels.0.postprocess", {"fill_holes": "2d"}, "labels[0].postprocess.fill_holes"),
+    ("labels.0.postprocess", {"largest_components": -1},
+     "labels[0].postprocess.largest_components: must be an integer >= 0"),
+    ("measurements.0.labels", [7], "measurements[0].labels: [7] are not declared"),
+    ("measurements.0.kind", _DELETE, "measurements[0].kind: is required"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), CASES, ids=[c[0] for c in CASES])
+def test_errors_name_the_key(key, value, message):
+    raw = copy.deepcopy(_raw())
+    _set(raw, key, value)
+    path = Path("models/lung_ct/model.toml")
+    if message is None:
+        parse_manifest(raw, path)
+        return
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(raw, path)
+    text = str(info.value)
+    assert text.startswith("models/lung_ct/model.toml: "), text
+    assert message in text, text
+
+
+def test_mirroring_a_label_map_is_refused():
+    raw = _raw()
+    raw["run"]["mirror_axes"] = [2]
+    with pytest.raises(ManifestError, match=r"run\.mirror_axes: mirroring averages scores"):
+        parse_manifest(raw)
+
+
+def test_sigmoid_channels_default_to_value_minus_one():
+    raw = _raw()
+    raw["output"]["activation"] = "sigmoid"
+    raw["output"]["dtype"] = "float32"
+    m = parse_manifest(raw)
+    assert [lab.channel for lab in m.labels] == [0, 1, 2]
+
+
+def test_not_toml_is_reported(tmp_path):
+    bad = tmp_path / "m" / "model.toml"
+    bad.parent.mkdir()
+    bad.write_text("name = \n", encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"m/model\.toml: not valid TOML"):
+        load_manifest(bad)
+
+
+def test_accepts_evaluates_a_header_and_a_count():
+    accepts = load_manifest(LUNG).accepts
+    ds = Dataset()
+    ds.Modality = "CT"
+    ds.SliceThickness = "1.25"
+    assert accepts.matches(ds, 120)
+    assert "at least 20" in accepts.rejects(ds, 12)
+    assert "modality MR" in accepts.rejects({"Modality": "MR"}, 120)
+    assert "slice thickness 6 mm" in accepts.rejects({"Modality": "CT", "SliceThickness": 6}, 99)
+    raw = _raw()
+    raw["accepts"]["body_part"] = ["chest", "thorax"]
+    accepts = parse_manifest(raw).accepts
+    assert accepts.matches({"Modality": "CT", "BodyPartExamined": "CHEST"}, 50)
+    assert "body part ABDOMEN" in accepts.rejects(
+        {"Modality": "CT", "BodyPartExamined": "ABDOMEN"}, 50)
