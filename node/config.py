@@ -338,8 +338,11 @@ class SenderConfig:
         default="RADNODE", metadata=_doc("AE title the node uses when it sends.", _ae_title)
     )
     max_attempts: int = field(
-        default=8,
-        metadata=_doc("Sends tried per object before it becomes a dead letter.", _positive),
+        default=20,
+        metadata=_doc(
+            "Sends tried per object (or, while a destination is down, tries of the destination) "
+            "before the objects become dead letters; with the default back-off, 20 tries span "
+            "about three hours.", _positive),
     )
     initial_backoff_seconds: float = field(
         default=5.0, metadata=_doc("Wait after the first failed send; doubles each time.",

@@ -38,6 +38,7 @@ from node.measure import (
 Progress = Callable[[str, str], None]  # (stage, message)
 
 STAGES = ("load", "preprocess", "inference", "postprocess", "measure", "write")
+DICOM_RESULTS = ("seg", "sr")  # keys of PipelineResult.files that are DICOM objects to send
 
 
 @dataclass

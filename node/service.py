@@ -11,12 +11,14 @@ from node.config import Config
 from node.inference.check import check_models
 from node.inference.manifest import ModelPackage, load_packages
 from node.inference.runtime import SessionRegistry
+from node.pipeline import DICOM_RESULTS, PipelineResult
 from node.receiver.recovery import recover_spool
 from node.receiver.scp import StorageSCP
 from node.receiver.spool import Spool
 from node.routing.router import Router
-from node.store.jobstore import JobStore
-from node.worker import Workers
+from node.sender import Sender, outbox_rows
+from node.store.jobstore import JobRow, JobStore
+from node.worker import OutboxItems, Workers
 
 log = logging.getLogger("radnode.service")
 
@@ -56,12 +58,20 @@ class Service:
             self.store, self.spool.root, self.router, config.completion
         )
         self.registry = SessionRegistry(config.runtime)
+        self.sender = Sender(config, self.store)
         self.workers = Workers(
             self.store, self.spool.root, data / "results", self.packages, self.registry,
-            concurrency=config.workers.concurrency,
+            concurrency=config.workers.concurrency, on_result=self._outbox_rows,
+            on_finished=self.sender.wake,
         )
         self.scp = StorageSCP(config, self.store, self.spool)
         self._stopped = threading.Event()
+
+    def _outbox_rows(self, job: JobRow, result: PipelineResult) -> OutboxItems:
+        """Every DICOM result of a job, to every configured destination."""
+        files = [path for kind, path in result.files.items() if kind in DICOM_RESULTS]
+        names = [d.name for d in self.config.destinations]
+        return outbox_rows(names, files, self.config.data_dir)
 
     def start(self) -> None:
         recover_spool(self.spool, self.store, self.config.completion.late_instance_policy)
@@ -72,12 +82,14 @@ class Service:
             self.registry.get(package)
         self.scheduler.start()
         self.workers.start()
+        self.sender.start()
         self.scp.start()
 
     def stop(self) -> None:
         self.scp.stop()
         self.scheduler.stop()
         self.workers.stop()
+        self.sender.stop()
         self.store.close()
         self._stopped.set()
 

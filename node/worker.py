@@ -39,6 +39,7 @@ class Workers:
         registry: SessionRegistry,
         concurrency: int = 1,
         on_result: ResultHook | None = None,
+        on_finished: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.spool_root = Path(spool_root)
@@ -47,6 +48,7 @@ class Workers:
         self.registry = registry
         self.concurrency = concurrency
         self.on_result = on_result
+        self.on_finished = on_finished  # after the outcome is committed (wakes the sender)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -78,6 +80,8 @@ class Workers:
                                   result=result.summary(), outbox=outbox)
             log.info("job %d done in %.2f s: %s", job.id, sum(result.timings.values()),
                      ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))
+        if self.on_finished is not None:
+            self.on_finished()
         return self.store.job(job.id)
 
     def _run(self, job: JobRow) -> PipelineResult:

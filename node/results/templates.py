@@ -1,0 +1,380 @@
+"""SR templates: how a model's results become TID 1500 content, read from ``sr_templates/*.toml``.
+
+A template is data (ARCHITECTURE.md principle 5): which groups to write, which measurements in
+each, the code, unit and derivation of every measurement, and the finding type/site per label.
+The format is documented in ``sr_templates/README.md``. Every error names the file and the key.
+
+The node knows codes for its built-in measurement kinds (BUILTIN_MEASUREMENTS); a template
+overrides them or adds codes for its own parametric measurements (e.g. ``LAA-950``).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from node.inference.manifest import Code, LabelSpec, Manifest
+from node.measure.requests import ALWAYS, parse_requests
+from node.results.errors import TemplateError
+
+GRAPHICS = ("point", "polygon")
+INTENSITY = "intensity"  # unit placeholder: the volume's intensity unit ([hnsf'U] on CT)
+
+ATTENUATION = Code("112031", "DCM", "Attenuation Coefficient")
+UCUM_ML = Code("ml", "UCUM", "milliliter")
+UCUM_MM = Code("mm", "UCUM", "millimeter")
+UCUM_NO_UNITS = Code("1", "UCUM", "no units")
+UCUM_PERCENT = Code("%", "UCUM", "percent")
+HOUNSFIELD = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
+IMAGING_MEASUREMENT_REPORT = Code("126000", "DCM", "Imaging Measurement Report")
+IMAGING_PROCEDURE = Code("363679005", "SCT", "Imaging procedure")
+PRESENT = Code("52101004", "SCT", "Present")
+ABSENT = Code("272519000", "SCT", "Absent")
+
+# Names a template may list without defining: the region/lesion fields the node measures
+# (RegionMeasurements.value) and a detection's or classifier's probability.
+PROBABILITY = "probability"
+
+
+@dataclass(frozen=True)
+class MeasurementCode:
+    """How one measurement name is coded: concept, unit (None: intensity unit), derivation."""
+
+    name: str
+    concept: Code
+    unit: Code | None
+    derivation: Code | None = None
+
+
+BUILTIN_MEASUREMENTS: Mapping[str, MeasurementCode] = MappingProxyType({
+    "volume": MeasurementCode("volume", Code("118565006", "SCT", "Volume"), UCUM_ML),
+    "mean": MeasurementCode("mean", ATTENUATION, None, Code("373098007", "SCT", "Mean")),
+    "std": MeasurementCode("std", ATTENUATION, None,
+                           Code("386136009", "SCT", "Standard Deviation")),
+    "min": MeasurementCode("min", ATTENUATION, None, Code("255605001", "SCT", "Minimum")),
+    "max": MeasurementCode("max", ATTENUATION, None, Code("56851009", "SCT", "Maximum")),
+    "max_diameter": MeasurementCode("max_diameter", Code("103339001", "SCT", "Long axis"),
+                                    UCUM_MM),
+    PROBABILITY: MeasurementCode(PROBABILITY, Code("111012", "DCM", "Certainty of Finding"),
+                                 UCUM_NO_UNITS),
+})
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a label is, as TID 1411/1410/1501 say it: finding type and (optional) site."""
+
+    finding_type: Code | None = None  # None: the label's segmented property type
+    finding_site: Code | None = None
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """One kind of measurement group: which labels, which measurements, how to name them."""
+
+    labels: tuple[int, ...] | None  # None: every label
+    measurements: tuple[str, ...]
+    tracking_id: str  # format string with {name}, {label}, {rank}, {model}
+    graphic: str = "point"  # detections: SCOORD3D POINT at the centroid or POLYGON (box)
+
+    def includes(self, label: int) -> bool:
+        return self.labels is None or label in self.labels
+
+
+@dataclass(frozen=True)
+class SRTemplate:
+    name: str
+    description: str = ""
+    title: Code = IMAGING_MEASUREMENT_REPORT
+    procedure_reported: tuple[Code, ...] = (IMAGING_PROCEDURE,)
+    segments: GroupSpec | None = GroupSpec(None, ("volume", "mean", "std"), "{name}")
+    detections: GroupSpec | None = GroupSpec(
+        None, ("max_diameter", "volume", PROBABILITY), "{name} {rank}"
+    )
+    classifications: GroupSpec | None = GroupSpec(None, (PROBABILITY,), "{name}")
+    report_absent: bool = True  # labels reported but not found: a TID 1501 "Absent" group
+    findings: Mapping[int, Finding] = field(default_factory=lambda: MappingProxyType({}))
+    measurements: Mapping[str, MeasurementCode] = field(
+        default_factory=lambda: BUILTIN_MEASUREMENTS
+    )
+    coding_schemes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    path: Path | None = None
+
+    def measurement(self, name: str) -> MeasurementCode:
+        try:
+            return self.measurements[name]
+        except KeyError:
+            raise TemplateError(f"{self._where()}: measurement {name!r} has no code; add "
+                                f"[measurements.{_toml_key(name)}]") from None
+
+    def finding(self, label: LabelSpec) -> tuple[Code, Code | None]:
+        """(finding type, finding site) of ``label``; the type defaults to the label's type."""
+        spec = self.findings.get(label.value, Finding())
+        finding_type = spec.finding_type or label.type
+        if finding_type is None:
+            raise TemplateError(f"{self._where()}: label {label.value} ({label.name}) has no "
+                                f"type code in the manifest; set [labels.{label.value}] "
+                                "finding_type")
+        return finding_type, spec.finding_site
+
+    def check_manifest(self, manifest: Manifest) -> list[str]:
+        """Problems between this template and a manifest (names not measured, unknown labels)."""
+        problems = []
+        values = {lab.value for lab in manifest.labels}
+        measured = set(ALWAYS) | {r.name for r in parse_requests(
+            {k: v for k, v in m.items() if k != "labels"} for m in manifest.measurements)}
+        for key, group in (("segments", self.segments), ("detections", self.detections),
+                           ("classifications", self.classifications)):
+            if group is None:
+                continue
+            for value in group.labels or ():
+                if value not in values:
+                    problems.append(f"{key}.labels: {value} is not a label of {manifest.name}")
+        if self.segments is not None and manifest.output.kind == "segmentation":
+            for name in self.segments.measurements:
+                if name not in measured:
+                    problems.append(f"segments.measurements: {name!r} is not measured by "
+                                    f"{manifest.name} (add it to its [[measurements]])")
+        return problems
+
+    def _where(self) -> str:
+        return str(self.path) if self.path else f"SR template {self.name!r}"
+
+
+def load_template(name: str, folder: str | Path) -> SRTemplate:
+    """``<folder>/<name>.toml`` as an SRTemplate; an empty name gives the built-in default."""
+    if not name:
+        return SRTemplate(name="default")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
+        raise TemplateError(f"SR template name {name!r}: letters, digits, '_', '.', '-' only")
+    path = Path(folder) / f"{name}.toml"
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TemplateError(f"{path}: SR template {name!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TemplateError(f"{path}: not valid TOML: {exc}") from None
+    return parse_template(raw, name, path)
+
+
+def parse_template(raw: Mapping[str, Any], name: str = "template",
+                   path: Path | None = None) -> SRTemplate:
+    where = str(path) if path else f"SR template {name!r}"
+    top = _Table(raw, where, "")
+    description = top.str("description", "")
+    title = top.code("title", IMAGING_MEASUREMENT_REPORT)
+    procedures = top.codes("procedure_reported", (IMAGING_PROCEDURE,))
+    report_absent = top.bool("report_absent", True)
+    schemes = top.table("coding_schemes", {})
+    coding_schemes = {key: schemes.str(key) for key in list(schemes.raw)}
+    schemes.done()
+    default = SRTemplate(name=name)
+    segments = _group(top, "segments", default.segments)
+    detections = _group(top, "detections", default.detections)
+    classifications = _group(top, "classifications", default.classifications)
+    findings = _findings(top.table("labels", {}))
+    measurements = dict(BUILTIN_MEASUREMENTS)
+    table = top.table("measurements", {})
+    for key in list(table.raw):
+        measurements[key] = _measurement(key, table.table(key))
+    table.done()
+    top.done()
+    for key, group in (("segments", segments), ("detections", detections),
+                       ("classifications", classifications)):
+        for n, mname in enumerate(group.measurements if group else ()):
+            if mname not in measurements:
+                top.fail(f"{key}.measurements[{n}]", f"{mname!r} has no code: define "
+                         f"[measurements.{_toml_key(mname)}] (built-in: "
+                         f"{', '.join(BUILTIN_MEASUREMENTS)})")
+    _check_schemes(top, coding_schemes, title, procedures, findings, measurements)
+    return SRTemplate(
+        name=name, description=description, title=title, procedure_reported=procedures,
+        segments=segments, detections=detections, classifications=classifications,
+        report_absent=report_absent, findings=MappingProxyType(findings),
+        measurements=MappingProxyType(measurements),
+        coding_schemes=MappingProxyType(coding_schemes), path=path,
+    )
+
+
+def _group(top: _Table, key: str, default: GroupSpec | None) -> GroupSpec | None:
+    if not top.has(key):
+        top.seen.add(key)
+        return default
+    if top.raw[key] is False:
+        top.seen.add(key)
+        return None
+    t = top.table(key)
+    assert default is not None
+    labels = t.ints("labels", None)
+    spec = GroupSpec(
+        labels=labels,
+        measurements=t.strings("measurements", default.measurements),
+        tracking_id=t.str("tracking_id", default.tracking_id),
+        graphic=t.str("graphic", "point", choices=GRAPHICS) if key == "detections" else "point",
+    )
+    try:
+        spec.tracking_id.format(name="n", label=1, rank=1, model="m")
+    except (KeyError, IndexError, ValueError) as exc:
+        t.fail("tracking_id", f"unknown field or bad format {exc} (fields: name, label, rank, "
+               "model)")
+    dupes = sorted({m for m in spec.measurements if spec.measurements.count(m) > 1})
+    if dupes:
+        t.fail("measurements", f"repeated {dupes}")
+    t.done()
+    return spec
+
+
+def _findings(table: _Table) -> dict[int, Finding]:
+    out = {}
+    for key in list(table.raw):
+        if not key.isdigit() or int(key) < 1:
+            table.fail(key, "label tables are named by label value, e.g. [labels.1]")
+        t = table.table(key)
+        out[int(key)] = Finding(t.code("finding_type", None), t.code("finding_site", None))
+        t.done()
+    table.done()
+    return out
+
+
+def _measurement(name: str, t: _Table) -> MeasurementCode:
+    concept = t.code("concept")
+    if t.has("unit") and t.raw["unit"] == INTENSITY:
+        t.seen.add("unit")
+        unit = None
+    else:
+        unit = t.code("unit")
+        if unit.scheme != "UCUM":
+            t.fail("unit", f"units are UCUM codes (scheme = \"UCUM\") or \"{INTENSITY}\"")
+    derivation = t.code("derivation", None)
+    t.done()
+    return MeasurementCode(name, concept, unit, derivation)
+
+
+def _check_schemes(top: _Table, schemes: Mapping[str, str], title: Code,
+                   procedures: tuple[Code, ...], findings: Mapping[int, Finding],
+                   measurements: Mapping[str, MeasurementCode]) -> None:
+    """Local (99...) coding schemes must be declared so the SR can identify them."""
+    used: list[tuple[str, Code]] = [("title", title)]
+    used += [(f"procedure_reported[{n}]", c) for n, c in enumerate(procedures)]
+    for value, f in findings.items():
+        used += [(f"labels.{value}.{k}", c) for k, c in (("finding_type", f.finding_type),
+                                                         ("finding_site", f.finding_site)) if c]
+    for m in measurements.values():
+        used += [(f"measurements.{_toml_key(m.name)}.{k}", c) for k, c in
+                 (("concept", m.concept), ("unit", m.unit), ("derivation", m.derivation)) if c]
+    for key, code in used:
+        if code.scheme.startswith("99") and code.scheme not in schemes:
+            top.fail(key, f"local coding scheme {code.scheme!r} is not declared in "
+                     "[coding_schemes]")
+
+
+def _toml_key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f'"{name}"'
+
+
+_REQUIRED = object()
+
+
+class _Table:
+    """Typed reads from one TOML table; errors name the file and the dotted key."""
+
+    def __init__(self, raw: Any, where: str, prefix: str) -> None:
+        self.where, self.prefix = where, prefix
+        if not isinstance(raw, dict):
+            self.fail("", "must be a table")
+        self.raw: dict[str, Any] = raw
+        self.seen: set[str] = set()
+
+    def fail(self, key: str, message: str) -> None:
+        dotted = f"{self.prefix}{key}" if key else self.prefix.rstrip(".") or "(top level)"
+        raise TemplateError(f"{self.where}: {dotted}: {message}")
+
+    def has(self, key: str) -> bool:
+        return key in self.raw
+
+    def _get(self, key: str, default: Any) -> Any:
+        self.seen.add(key)
+        if key not in self.raw:
+            if default is _REQUIRED:
+                self.fail(key, "is required")
+            return default
+        return self.raw[key]
+
+    def table(self, key: str, default: Any = _REQUIRED) -> _Table:
+        value = self._get(key, default)
+        return _Table(value, self.where, f"{self.prefix}{_toml_key(key)}.")
+
+    def str(self, key: str, default: Any = _REQUIRED, choices: tuple[str, ...] = ()) -> Any:
+        value = self._get(key, default)
+        if key not in self.raw:
+            return value
+        if not isinstance(value, str) or not value.strip():
+            self.fail(key, "must be a non-empty string")
+        if choices and value not in choices:
+            self.fail(key, f"must be one of {', '.join(choices)} (got {value!r})")
+        return value
+
+    def bool(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self._get(key, default)
+        if key in self.raw and not isinstance(value, bool):
+            self.fail(key, "must be true or false")
+        return value
+
+    def ints(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self._get(key, default)
+        if key not in self.raw:
+            return value
+        if not isinstance(value, list) or not value or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+        ):
+            self.fail(key, f"must be a non-empty list of label values > 0 (got {value!r})")
+        return tuple(value)
+
+    def strings(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self._get(key, default)
+        if key not in self.raw:
+            return value
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.fail(key, f"must be a list of measurement names (got {value!r})")
+        return tuple(value)
+
+    def code(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self._get(key, default)
+        if key not in self.raw:
+            return value
+        return self._code(key, value)
+
+    def codes(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self._get(key, default)
+        if key not in self.raw:
+            return value
+        if isinstance(value, dict):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            self.fail(key, "must be a code table or a non-empty list of them")
+        return tuple(self._code(f"{key}[{n}]", v) for n, v in enumerate(value))
+
+    def _code(self, key: str, value: Any) -> Code:
+        if not isinstance(value, dict):
+            self.fail(key, "must be a code: { value = ..., scheme = ..., meaning = ... }")
+        unknown = sorted(set(value) - {"value", "scheme", "meaning"})
+        if unknown:
+            self.fail(key, f"unknown keys {unknown} (a code has value, scheme, meaning)")
+        for part, limit in (("value", 16), ("scheme", 16), ("meaning", 64)):
+            text = value.get(part)
+            if not isinstance(text, str) or not text.strip():
+                self.fail(f"{key}.{part}", "is required (a non-empty string)")
+            if len(text) > limit:
+                self.fail(f"{key}.{part}", f"at most {limit} characters (got {len(text)})")
+        return Code(value["value"], value["scheme"], value["meaning"])
+
+    def done(self) -> None:
+        unknown = sorted(set(self.raw) - self.seen)
+        if unknown:
+            self.fail(unknown[0], "unknown key" + (f" (also {', '.join(unknown[1:])})"
+                                                  if len(unknown) > 1 else ""))
