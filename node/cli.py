@@ -76,6 +76,49 @@ def build_parser() -> argparse.ArgumentParser:
     models_list = models_sub.add_parser("list", help="list installed models")
     _add_config(models_list)
 
+    status = sub.add_parser(
+        "status", help="queues, recent jobs and failures of the node",
+        description="Read the job store (also while the node runs) and print counts, the most "
+                    "recent jobs and every failure: failed jobs and dead letters.")
+    status.add_argument("--recent", type=int, default=10, help="how many recent jobs to list")
+    _add_config(status)
+
+    jobs = sub.add_parser("jobs", help="list, show, retry or cancel jobs")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    jobs_list = jobs_sub.add_parser("list", help="list jobs, newest first")
+    jobs_list.add_argument("--state", choices=["queued", "running", "done", "failed",
+                                                "cancelled"])
+    jobs_list.add_argument("--limit", type=int, default=50)
+    for action, text in (("show", "print one job as JSON (timings, results, error)"),
+                         ("retry", "queue a failed or cancelled job again"),
+                         ("cancel", "cancel a queued job")):
+        job_cmd = jobs_sub.add_parser(action, help=text)
+        job_cmd.add_argument("id", type=int)
+        _add_config(job_cmd)
+    _add_config(jobs_list)
+
+    outbox = sub.add_parser("outbox", help="list results waiting to be sent, or retry dead ones")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    outbox_list = outbox_sub.add_parser("list", help="list outbox items, newest first")
+    outbox_list.add_argument("--state", choices=["pending", "sent", "dead"])
+    outbox_list.add_argument("--limit", type=int, default=50)
+    _add_config(outbox_list)
+    outbox_retry = outbox_sub.add_parser(
+        "retry", help="send dead letters again (the running node picks them up)")
+    target = outbox_retry.add_mutually_exclusive_group(required=True)
+    target.add_argument("id", type=int, nargs="?", help="one dead letter")
+    target.add_argument("--all", action="store_true", help="every dead letter")
+    _add_config(outbox_retry)
+
+    send = sub.add_parser(
+        "send", help="send DICOM files to a DICOM node (C-STORE), with a progress bar",
+        description="A convenience C-STORE client: sends every DICOM file under DIR.")
+    send.add_argument("dir", type=Path, help="folder (searched recursively) or one file")
+    send.add_argument("--to", required=True, metavar="AE@HOST:PORT",
+                      help="destination, e.g. RADNODE@127.0.0.1:11112")
+    send.add_argument("--aet", default="RADNODE-SCU", help="calling AE title")
+    send.add_argument("--timeout", type=float, default=30.0, help="network timeout, seconds")
+
     config = sub.add_parser("config", help="check the configuration or print its reference")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_sub.add_parser("check", help="validate the configuration file")
@@ -155,6 +198,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 1
         print(f"all models in {models_dir} are valid")
         return 0
+    if args.command in ("status", "jobs", "outbox"):
+        return _store_command(args)
+    if args.command == "send":
+        from node.commands.send import send_folder
+
+        return send_folder(args.dir, args.to, args.aet, args.timeout)
     if args.command == "config":
         if args.config_command == "reference":
             print(reference())
@@ -172,3 +221,55 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {len(paths)} slices to {args.out}")
         return 0
     raise AssertionError(args.command)
+
+
+def _store_command(args: argparse.Namespace) -> int:
+    from node.commands.status import (
+        job_details,
+        job_line,
+        open_store,
+        outbox_line,
+        status_report,
+    )
+
+    config = _load(args)
+    try:
+        store = open_store(config.data_dir)
+    except FileNotFoundError as exc:
+        print(f"radnode: {exc}", file=sys.stderr)
+        return 1
+    if args.command == "status":
+        print(status_report(store, args.recent))
+        return 0
+    if args.command == "jobs":
+        if args.jobs_command == "list":
+            for job in store.jobs(state=args.state, limit=args.limit):
+                print(job_line(job))
+            return 0
+        job = store.job(args.id)
+        if job is None:
+            print(f"radnode: no job {args.id}", file=sys.stderr)
+            return 1
+        if args.jobs_command == "show":
+            print(job_details(job))
+            return 0
+        if args.jobs_command == "retry":
+            if not store.retry_job(job.id):
+                print(f"radnode: job {job.id} is {job.state}; only failed or cancelled jobs "
+                      "can be retried", file=sys.stderr)
+                return 1
+            print(f"job {job.id} queued again")
+            return 0
+        if not store.cancel_job(job.id):
+            print(f"radnode: job {job.id} is {job.state}; only queued jobs can be cancelled",
+                  file=sys.stderr)
+            return 1
+        print(f"job {job.id} cancelled")
+        return 0
+    if args.outbox_command == "list":
+        for item in store.outbox_items(state=args.state, limit=args.limit):
+            print(outbox_line(item))
+        return 0
+    count = store.retry_dead(None if args.all else args.id)
+    print(f"{count} dead letter{'s' if count != 1 else ''} queued to send again")
+    return 0 if count else 1

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pydicom import dcmread
@@ -65,10 +65,13 @@ def context_for(sop_class: str, syntax: str) -> ContextKey:
     return sop_class, (syntax,)
 
 
+OnOutcome = Callable[[Outgoing, Outcome], None]
+
+
 def send_dicom(target: DicomTarget, objects: list[Outgoing], *, calling_ae: str,
-               timeout: float) -> BatchResult:
+               timeout: float, on_outcome: OnOutcome | None = None) -> BatchResult:
     """Send ``objects`` to ``target``; one association per 128 distinct presentation contexts
-    (in practice one per batch)."""
+    (in practice one per batch). ``on_outcome`` hears of each object as it is done."""
     result = BatchResult()
     sendable: list[tuple[Outgoing, ContextKey]] = []
     for obj in objects:
@@ -79,7 +82,7 @@ def send_dicom(target: DicomTarget, objects: list[Outgoing], *, calling_ae: str,
             continue
         sendable.append((obj, context_for(sop_class, syntax)))
     for chunk in _chunks(sendable):
-        _send_chunk(target, chunk, calling_ae, timeout, result)
+        _send_chunk(target, chunk, calling_ae, timeout, result, on_outcome)
         if result.destination_error:
             break
     return result
@@ -94,7 +97,7 @@ def _chunks(sendable: list[tuple[Outgoing, ContextKey]]
 
 
 def _send_chunk(target: DicomTarget, chunk: list[tuple[Outgoing, ContextKey]], calling_ae: str,
-                timeout: float, result: BatchResult) -> None:
+                timeout: float, result: BatchResult, on_outcome: OnOutcome | None) -> None:
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = timeout
     ae.dimse_timeout = timeout
@@ -123,6 +126,8 @@ def _send_chunk(target: DicomTarget, chunk: list[tuple[Outgoing, ContextKey]], c
                 return
             outcome, lost = _store_one(assoc, obj, target, number % 65535 + 1)
             result.outcomes[obj.item_id] = outcome
+            if on_outcome is not None:
+                on_outcome(obj, outcome)
             if lost:  # this object is charged; the rest wait for the destination's back-off
                 result.destination_error = outcome.detail
                 return

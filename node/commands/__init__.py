@@ -1,0 +1,1 @@
+"""What the operator-facing CLI commands do, beyond parsing their arguments (node/cli.py)."""
