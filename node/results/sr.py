@@ -97,13 +97,18 @@ def build_report(
             model_name=f"{output.model} {output.version}"[:64],
         ),
     )
+    if not groups:
+        raise ResultsError(f"nothing to report for model {output.model}: no group in SR "
+                           f"template {template.name!r} applies (and report_absent is off)")
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=[coded(c) for c in template.procedure_reported],
-        imaging_measurements=groups or None,
+        imaging_measurements=groups,
         title=coded(template.title),
-        referenced_images=list(src.datasets),
+        referenced_images=list(src.datasets) if len(src.datasets) == 1 else None,
     )
+    if len(src.datasets) > 1:
+        _insert_image_library(report, src.datasets)
     evidence = list(src.datasets) + ([seg] if seg is not None else [])
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
@@ -401,6 +406,40 @@ def _absent_groups(ctx: _Context, found: set[int]) -> list[Group]:
             qualitative_evaluations=[hd.sr.QualitativeEvaluation(finding_type, coded(ABSENT))],
         ))
     return out
+
+
+def _insert_image_library(report: hd.sr.MeasurementReport, datasets: Sequence[Dataset]
+                          ) -> None:
+    """TID 1600 with the descriptors all slices share at group level, one IMAGE per slice.
+
+    highdicom's ImageLibrary repeats 16 descriptors under every image (4,800 content items for
+    300 slices: 8 s to build and write); TID 1602 descriptors are optional per entry and may
+    sit on the group for what the images share, which for one series is all but the position.
+    """
+    shared = [item for item in hd.sr.ImageLibraryEntryDescriptors(datasets[0])
+              if not str(item.name.meaning).startswith("Image Position")
+              and (item.name.value != "112225" or _same(datasets, "SliceThickness"))]
+    group = hd.sr.ContainerContentItem(name=codes.DCM.ImageLibraryGroup,
+                                       relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    group.ContentSequence = hd.sr.ContentSequence(shared)
+    source = hd.sr.CodedConcept("260753009", "SCT", "Source")
+    for ds in datasets:
+        group.ContentSequence.append(hd.sr.ImageContentItem(
+            name=source,
+            referenced_sop_class_uid=str(ds.SOPClassUID),
+            referenced_sop_instance_uid=str(ds.SOPInstanceUID),
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        ))
+    library = hd.sr.ContainerContentItem(name=codes.DCM.ImageLibrary,
+                                         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    library.ContentSequence = hd.sr.ContentSequence([group])
+    content = report[0].ContentSequence
+    at = next(n for n, item in enumerate(content) if item.name == codes.DCM.ImagingMeasurements)
+    content.insert(at, library)
+
+
+def _same(datasets: Sequence[Dataset], keyword: str) -> bool:
+    return len({str(ds.get(keyword)) for ds in datasets}) == 1
 
 
 def _source_images(src: SourceImages, region: RegionMeasurements | None = None
