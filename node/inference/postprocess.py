@@ -139,9 +139,19 @@ def fill_holes(mask: np.ndarray, axial: bool = False) -> np.ndarray:
     """``mask`` with enclosed background filled, in 3D or slice by slice (array axis 0)."""
     if not axial:
         return sitk.GetArrayFromImage(sitk.BinaryFillhole(_image(mask))).astype(bool)
+    # One 2D fill over the slices stacked in a column, a background row between neighbours: a
+    # hole never touches its slice's border, so none reaches the separators, while the border
+    # background of every slice does (as the image border in a slice-by-slice fill). Same
+    # result as slice by slice, in one call instead of one per slice.
     out = mask.copy()
-    for k in np.nonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0]:
-        out[k] = sitk.GetArrayFromImage(sitk.BinaryFillhole(_image(mask[k]))) > 0
+    ks = np.nonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0]
+    if ks.size == 0:
+        return out
+    rows, cols = mask.shape[1:]
+    tiled = np.zeros((ks.size, rows + 1, cols), dtype=np.uint8)
+    tiled[:, :rows] = mask[ks]
+    filled = sitk.GetArrayFromImage(sitk.BinaryFillhole(_image(tiled.reshape(-1, cols))))
+    out[ks] = filled.reshape(ks.size, rows + 1, cols)[:, :rows] > 0
     return out
 
 
