@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         config = _load(args)
-        configure_logging(config.node.log_level)
+        configure_logging(config.node.log_level, config.node.log_format)
         from node.service import Service
 
         Service(config).serve_forever()

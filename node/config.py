@@ -98,6 +98,14 @@ class NodeConfig:
         default="INFO",
         metadata=_doc("Log level.", _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
     )
+    log_format: str = field(
+        default="text",
+        metadata=_doc(
+            "Log line format: 'text' for people, 'json' for one JSON object per line (for log "
+            "collectors). Both carry the job id and series UID of the job a line is about.",
+            _one_of("text", "json"),
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -330,6 +338,11 @@ class ResultsConfig:
     institution_name: str = field(
         default="", metadata=_doc("Institution Name written into result objects, if set.")
     )
+    sr_templates_dir: str = field(
+        default="sr_templates",
+        metadata=_doc("Folder of SR templates (sr_templates/README.md); relative to the config "
+                      "file."),
+    )
 
 
 @dataclass(frozen=True)
@@ -392,6 +405,29 @@ class PeerConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    enabled: bool = field(
+        default=True,
+        metadata=_doc("Serve the HTTP interface: dashboard, JSON API, health and metrics."),
+    )
+    host: str = field(
+        default="127.0.0.1",
+        metadata=_doc(
+            "Address the HTTP interface binds to; keep 127.0.0.1 unless a token is set and the "
+            "network is trusted (the interface speaks plain HTTP)."
+        ),
+    )
+    port: int = field(default=11180, metadata=_doc("TCP port of the HTTP interface.", _port))
+    token: str = field(
+        default="",
+        metadata=_doc(
+            "Bearer token every request must carry (Authorization: Bearer TOKEN), except "
+            "/health and /ready; empty means no token."
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -404,6 +440,7 @@ class Config:
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     results: ResultsConfig = field(default_factory=ResultsConfig)
     sender: SenderConfig = field(default_factory=SenderConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     routes: list[RouteConfig] = field(default_factory=list)
     destinations: list[DestinationConfig] = field(default_factory=list)
     peers: list[PeerConfig] = field(default_factory=list)

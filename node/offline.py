@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ from node.inference.check import check_model
 from node.inference.manifest import load_package
 from node.inference.runtime import SessionRegistry
 from node.pipeline import STAGES, PipelineResult, run_pipeline
+from node.results.errors import ResultsError
+from node.results.objects import ResultSettings
 
 
 def run_offline(config: Config, source: Path, model: str, out: Path, force: bool = False,
@@ -46,11 +49,19 @@ def run_offline(config: Config, source: Path, model: str, out: Path, force: bool
                   "(--force runs it anyway)", file=sys.stderr)
             return 1
     display = ProgressDisplay()
+    settings = ResultSettings(
+        results=config.results, output=config.output,
+        templates_dir=config.path(config.results.sr_templates_dir),
+        content_datetime=dt.datetime.now(dt.UTC).replace(microsecond=0),
+    )  # generation 1: the UIDs the service gives a series' first run
     try:
         result = run_pipeline(inputs, package, out, registry=SessionRegistry(config.runtime),
-                              progress=display)
+                              progress=display, results=settings)
     except VolumeError as exc:
         print(f"radnode: cannot make a volume: {exc.reason}", file=sys.stderr)
+        return 1
+    except ResultsError as exc:
+        print(f"radnode: cannot write SEG/SR: {exc}", file=sys.stderr)
         return 1
     print(format_result(result))
     return 0

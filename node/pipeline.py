@@ -34,6 +34,7 @@ from node.measure import (
     measure_labels,
     parse_requests,
 )
+from node.results.objects import ResultSettings, write_result_objects
 
 Progress = Callable[[str, str], None]  # (stage, message)
 
@@ -75,11 +76,14 @@ def run_pipeline(
     *,
     registry: SessionRegistry | None = None,
     progress: Progress | None = None,
+    results: ResultSettings | None = None,
 ) -> PipelineResult:
     """Run ``package`` on a series (file paths) or a loaded volume; write results to ``out_dir``.
 
+    With ``results`` and a DICOM source, the SEG and TID 1500 SR are written too.
     Raises :class:`node.imaging.errors.VolumeError` when the series cannot make a trustworthy
-    volume; the reason names the problem, never the patient.
+    volume, and :class:`node.results.ResultsError` when its results cannot be DICOM objects;
+    the reasons name the problem, never the patient.
     """
     say = progress or (lambda stage, message: None)
     timings: dict[str, float] = {}
@@ -112,6 +116,9 @@ def run_pipeline(
     )
     t = time.perf_counter()
     result.files = write_outputs(result, volume, Path(out_dir))
+    if results is not None and volume.sources:
+        result.files.update(write_result_objects(
+            volume, package.manifest, output, regions, lesions, classes, results, Path(out_dir)))
     timings["write"] = time.perf_counter() - t
     _write_json(Path(out_dir) / "measurements.json", result.summary())
     say("write", f"wrote {', '.join(sorted(result.files))} to {out_dir} "

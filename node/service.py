@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import signal
 import threading
 
 from node.completion import CompletionScheduler
 from node.config import Config
+from node.http import HttpServer
 from node.inference.check import check_models
 from node.inference.manifest import ModelPackage, load_packages
 from node.inference.runtime import SessionRegistry
@@ -15,6 +17,7 @@ from node.pipeline import DICOM_RESULTS, PipelineResult
 from node.receiver.recovery import recover_spool
 from node.receiver.scp import StorageSCP
 from node.receiver.spool import Spool
+from node.results.objects import ResultSettings
 from node.routing.router import Router
 from node.sender import Sender, outbox_rows
 from node.store.jobstore import JobRow, JobStore
@@ -62,10 +65,21 @@ class Service:
         self.workers = Workers(
             self.store, self.spool.root, data / "results", self.packages, self.registry,
             concurrency=config.workers.concurrency, on_result=self._outbox_rows,
-            on_finished=self.sender.wake,
+            on_finished=self.sender.wake, result_settings=self._result_settings,
         )
         self.scp = StorageSCP(config, self.store, self.spool)
+        self.http = HttpServer.for_service(self)
         self._stopped = threading.Event()
+
+    def _result_settings(self, job: JobRow) -> ResultSettings:
+        """A job's objects carry its creation time, so re-running it rewrites them exactly."""
+        return ResultSettings(
+            results=self.config.results, output=self.config.output,
+            templates_dir=self.config.path(self.config.results.sr_templates_dir),
+            content_datetime=dt.datetime.fromtimestamp(job.created_at, dt.UTC).replace(
+                microsecond=0),
+            generation=job.generation,
+        )
 
     def _outbox_rows(self, job: JobRow, result: PipelineResult) -> OutboxItems:
         """Every DICOM result of a job, to every configured destination."""
@@ -74,6 +88,7 @@ class Service:
         return outbox_rows(names, files, self.config.data_dir)
 
     def start(self) -> None:
+        self.http.start()  # first: /health answers while recovery and models load
         recover_spool(self.spool, self.store, self.config.completion.late_instance_policy)
         requeued, failed = self.store.recover_jobs(self.config.workers.max_attempts)
         if requeued or failed:
@@ -86,6 +101,7 @@ class Service:
         self.scp.start()
 
     def stop(self) -> None:
+        self.http.stop()
         self.scp.stop()
         self.scheduler.stop()
         self.workers.stop()

@@ -15,7 +15,10 @@ from pathlib import Path
 from node.imaging.errors import VolumeError
 from node.inference.manifest import ModelPackage
 from node.inference.runtime import SessionRegistry
+from node.log import job_context
 from node.pipeline import PipelineResult, run_pipeline
+from node.results.errors import ResultsError
+from node.results.objects import ResultSettings
 from node.store.jobstore import JobRow, JobState, JobStore
 
 log = logging.getLogger("radnode.worker")
@@ -40,6 +43,7 @@ class Workers:
         concurrency: int = 1,
         on_result: ResultHook | None = None,
         on_finished: Callable[[], None] | None = None,
+        result_settings: Callable[[JobRow], ResultSettings] | None = None,
     ) -> None:
         self.store = store
         self.spool_root = Path(spool_root)
@@ -49,6 +53,7 @@ class Workers:
         self.concurrency = concurrency
         self.on_result = on_result
         self.on_finished = on_finished  # after the outcome is committed (wakes the sender)
+        self.result_settings = result_settings  # how to write the job's SEG and SR
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -62,12 +67,16 @@ class Workers:
         job = self.store.claim_job()
         if job is None:
             return None
+        with job_context(job.id, job.series_uid):  # every log line of the job names it
+            return self._run_claimed(job)
+
+    def _run_claimed(self, job: JobRow) -> JobRow | None:
         log.info("job %d: %s on series %s (attempt %d)", job.id, job.model, job.series_uid,
                  job.attempts)
         try:
             result = self._run(job)
             outbox = self.on_result(job, result) if self.on_result else []
-        except (JobFailedError, VolumeError) as exc:
+        except (JobFailedError, VolumeError, ResultsError) as exc:
             reason = str(exc)
             log.warning("job %d failed: %s", job.id, reason)
             self.store.finish_job(job.id, JobState.FAILED, error=reason)
@@ -91,7 +100,9 @@ class Workers:
         paths = [self.spool_root / p for p in self.store.instance_paths(job.series_uid)]
         if not paths:
             raise JobFailedError("the series has no stored instances")
-        return run_pipeline(paths, package, self.results_dir(job), registry=self.registry)
+        settings = self.result_settings(job) if self.result_settings else None
+        return run_pipeline(paths, package, self.results_dir(job), registry=self.registry,
+                            results=settings)
 
     # -- threads ---------------------------------------------------------------------------
 

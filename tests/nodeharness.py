@@ -13,6 +13,8 @@ from typing import Any
 
 from node.store.jobstore import JobStore
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -61,6 +63,11 @@ class NodeProcess:
         node.setdefault("data_dir", str(self.workdir / "var"))
         node.setdefault("log_level", "DEBUG")
         sections.setdefault("storage", {}).setdefault("min_free_mb", 0)
+        # the repository's models and SR templates, unless a test brings its own
+        sections.setdefault("workers", {}).setdefault("models_dir", str(REPO / "models"))
+        sections.setdefault("results", {}).setdefault("sr_templates_dir",
+                                                      str(REPO / "sr_templates"))
+        self.http_port = int(sections.setdefault("http", {}).setdefault("port", free_port()))
         self.port = int(node["port"])
         self.data_dir = Path(node["data_dir"])
         self.config = write_config(self.workdir / "config.toml", sections, routes)

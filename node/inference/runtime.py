@@ -72,6 +72,12 @@ class SessionRegistry:
                 self._models[key] = loaded
             return loaded
 
+    def loaded(self, package: ModelPackage) -> LoadedModel | None:
+        """The model's session if it is already created (never creates one; for status)."""
+        key = (str(package.directory.resolve()), package.name, package.version)
+        with self._lock:
+            return self._models.get(key)
+
     def clear(self) -> None:
         with self._lock:
             self._models.clear()

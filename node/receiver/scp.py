@@ -18,6 +18,7 @@ from pynetdicom import AE, evt
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
+from node import metrics
 from node.config import Config
 from node.receiver import status
 from node.receiver.contexts import scp_contexts
@@ -126,12 +127,14 @@ class StorageSCP:
             ip = None
         if ip is None or not any(ip in network for network in self._networks):
             log.warning("association from %s rejected: address not in access.addresses", address)
+            metrics.inc("radnode_associations_total", result="rejected")
             event.assoc.acse.send_reject(*_REJECT_ADDRESS)
             event.assoc.kill()  # waits until the A-ASSOCIATE-RJ is on the wire
 
     def _on_accepted(self, event: Event) -> None:
         requestor = event.assoc.requestor
         log.info("association accepted from %s (%s)", requestor.ae_title, requestor.address)
+        metrics.inc("radnode_associations_total", result="accepted")
 
     def _on_rejected(self, event: Event) -> None:
         requestor = event.assoc.requestor
@@ -139,6 +142,7 @@ class StorageSCP:
             "association from %s (%s) rejected: calling or called AE title not allowed",
             requestor.ae_title, requestor.address,
         )
+        metrics.inc("radnode_associations_total", result="rejected")
 
     def _on_aborted(self, event: Event) -> None:
         log.warning("association from %s aborted", event.assoc.requestor.address)
@@ -212,6 +216,9 @@ class StorageSCP:
             ),
             late_policy=self.config.completion.late_instance_policy,
         )
+        if outcome is not Recorded.DUPLICATE:
+            metrics.inc("radnode_instances_received_total")
+            metrics.inc("radnode_bytes_received_total", size)
         if outcome is Recorded.REOPENED:
             log.info("late instance %s re-opened series %s", req_instance,
                      header["SeriesInstanceUID"])

@@ -32,6 +32,7 @@ from typing import Any
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID
 
+from node import metrics
 from node.config import Config, DestinationConfig
 from node.sender.common import BatchResult, Outgoing, backoff, client_tls_context
 from node.sender.dicom import DicomTarget, send_dicom
@@ -94,6 +95,7 @@ class Sender:
         self._destinations = {d.name: d for d in config.destinations}
         self._peers = {p.ae_title: p for p in config.peers}
         self._streaks: dict[GroupKey, _Streak] = {}
+        self._simulated_clock = False
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -145,7 +147,10 @@ class Sender:
     def run_once(self, now: float | None = None) -> RoundSummary:
         """Send what is due at ``now`` (default: the clock); tests pass their own ``now``."""
         with self._round_lock:
-            return self._round(time.time() if now is None else now)
+            self._simulated_clock = now is not None  # real rounds record the real send time
+            summary = self._round(time.time() if now is None else now)
+        metrics.count_send_round(summary)
+        return summary
 
     def _round(self, now: float) -> RoundSummary:
         summary = RoundSummary()
@@ -241,7 +246,7 @@ class Sender:
                 continue
             what = f"{item.sop_instance_uid} ({_class_name(item.sop_class_uid)})"
             if outcome.ok:
-                self.store.mark_sent(item.id, now)
+                self.store.mark_sent(item.id, now if self._simulated_clock else None)
                 summary.sent += 1
                 if outcome.detail:
                     summary.warnings += 1
