@@ -89,6 +89,7 @@ class NodeProcess:
             if "listening as" in self.log()[offset:]:  # logged after the port is bound
                 return self
             time.sleep(0.05)
+        self.kill()
         raise TimeoutError(f"node did not start:\n{self.log()}")
 
     def kill(self) -> None:

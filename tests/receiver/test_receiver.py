@@ -298,3 +298,25 @@ def test_restart_removes_partial_files_and_records_orphans(node_factory, ct_seri
     assert not (spool / ".tmp" / "abc.part").exists()
     assert node.store().has_instance(ds.SOPInstanceUID)
     assert "re-recorded 1 instances" in node.log()
+
+
+def test_label_map_segmentation_is_accepted(node_factory, tmp_path) -> None:
+    """Label Map Segmentation Storage (DICOM 2024c) is among the SOP classes the node takes."""
+    from results._results_helpers import (
+        ball_label_map,
+        ball_series,
+        seg_kwargs,
+        segmentation_output,
+    )
+
+    from node.results import LABELMAP_SOP_CLASS, build_segmentation, read_sources, write_dataset
+
+    _, volume = ball_series(tmp_path / "ct")
+    seg = build_segmentation(read_sources(volume), segmentation_output(ball_label_map(volume)),
+                             **seg_kwargs(), seg_type="labelmap")
+    written = write_dataset(seg, tmp_path / "labelmap.dcm")
+    assert written.sop_class_uid == LABELMAP_SOP_CLASS
+    node = node_factory()
+    assert scu_statuses(node.port, [written.path]) == [0]
+    series = node.store().series(str(seg.SeriesInstanceUID))
+    assert series is not None and series.modality == "SEG"
