@@ -308,6 +308,13 @@ class WorkersConfig:
         metadata=_doc("A job interrupted by a crash is retried this many times in all.",
                       _positive),
     )
+    max_voxels: int = field(
+        default=2**31,
+        metadata=_doc(
+            "Largest series a job loads, in voxels (Rows x Columns x slices); checked before "
+            "anything is allocated, so a header claiming huge images fails its job instead of "
+            "exhausting memory. The loaded volume takes 4 bytes per voxel.", _positive),
+    )
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ def run_offline(config: Config, source: Path, model: str, out: Path, force: bool
     )  # generation 1: the UIDs the service gives a series' first run
     try:
         result = run_pipeline(inputs, package, out, registry=SessionRegistry(config.runtime),
-                              progress=display, results=settings)
+                              progress=display, results=settings,
+                              max_voxels=config.workers.max_voxels)
     except VolumeError as exc:
         print(f"radnode: cannot make a volume: {exc.reason}", file=sys.stderr)
         return 1

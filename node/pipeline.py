@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from node.imaging.series import load_series
+from node.imaging.series import DEFAULT_MAX_VOXELS, load_series
 from node.imaging.sitk_io import to_sitk
 from node.imaging.volume import Volume
 from node.inference.manifest import ModelPackage
@@ -77,6 +77,7 @@ def run_pipeline(
     registry: SessionRegistry | None = None,
     progress: Progress | None = None,
     results: ResultSettings | None = None,
+    max_voxels: int = DEFAULT_MAX_VOXELS,
 ) -> PipelineResult:
     """Run ``package`` on a series (file paths) or a loaded volume; write results to ``out_dir``.
 
@@ -92,7 +93,7 @@ def run_pipeline(
         volume = source
     else:
         say("load", f"loading {len(source)} files")
-        volume = load_series(source)
+        volume = load_series(source, max_voxels=max_voxels)
     timings["load"] = time.perf_counter() - t
     say("load", f"volume {volume.shape_ijk} at {_mm(volume.spacing)} mm "
                 f"({timings['load']:.2f} s)")

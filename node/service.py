@@ -66,6 +66,7 @@ class Service:
             self.store, self.spool.root, data / "results", self.packages, self.registry,
             concurrency=config.workers.concurrency, on_result=self._outbox_rows,
             on_finished=self.sender.wake, result_settings=self._result_settings,
+            max_voxels=config.workers.max_voxels,
         )
         self.scp = StorageSCP(config, self.store, self.spool)
         self.http = HttpServer.for_service(self)

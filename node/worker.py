@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from node.imaging.errors import VolumeError
+from node.imaging.series import DEFAULT_MAX_VOXELS
 from node.inference.manifest import ModelPackage
 from node.inference.runtime import SessionRegistry
 from node.log import job_context
@@ -44,6 +45,7 @@ class Workers:
         on_result: ResultHook | None = None,
         on_finished: Callable[[], None] | None = None,
         result_settings: Callable[[JobRow], ResultSettings] | None = None,
+        max_voxels: int = DEFAULT_MAX_VOXELS,
     ) -> None:
         self.store = store
         self.spool_root = Path(spool_root)
@@ -54,6 +56,7 @@ class Workers:
         self.on_result = on_result
         self.on_finished = on_finished  # after the outcome is committed (wakes the sender)
         self.result_settings = result_settings  # how to write the job's SEG and SR
+        self.max_voxels = max_voxels  # larger series are refused before any allocation
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -102,7 +105,7 @@ class Workers:
             raise JobFailedError("the series has no stored instances")
         settings = self.result_settings(job) if self.result_settings else None
         return run_pipeline(paths, package, self.results_dir(job), registry=self.registry,
-                            results=settings)
+                            results=settings, max_voxels=self.max_voxels)
 
     # -- threads ---------------------------------------------------------------------------
 

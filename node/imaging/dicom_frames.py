@@ -242,7 +242,7 @@ def values(ds: Dataset | None, keyword: str) -> list[str] | None:
             and (elem.VR or dictionary_VR(tag)) in _TEXT_VRS):
         text = elem.value.decode("latin-1").strip(" \x00")
         return [v.strip(" \x00") for v in text.split("\\")] if text else []
-    value = ds[tag].value
+    value = _converted(ds, tag, keyword)
     if value is None or value == "":
         return []
     if isinstance(value, str | bytes | int | float):
@@ -262,11 +262,21 @@ def integer(ds: Dataset | None, keyword: str) -> int | None:
             and (elem.VR or dictionary_VR(tag)) == "US" and len(elem.value) == 2):
         return int.from_bytes(elem.value, "little" if elem.is_little_endian else "big")
     found = values(ds, keyword) if (elem.VR or dictionary_VR(tag)) in _TEXT_VRS else None
-    value = found[0] if found else ds[tag].value
+    value = found[0] if found else _converted(ds, tag, keyword)
     try:
         return int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+def _converted(ds: Dataset, tag: int, keyword: str) -> object:
+    """An element's value; a value that does not fit its VR is refused by name (pydicom's
+    message would quote the raw bytes, which may be patient data)."""
+    try:
+        return ds[tag].value
+    except Exception as exc:
+        vr = getattr(ds.get_item(tag, keep_deferred=True), "VR", None) or "?"
+        raise VolumeError(f"{keyword} cannot be read: its value does not fit its VR {vr}") from exc
 
 
 def _text(ds: Dataset, keyword: str) -> str:

@@ -15,9 +15,17 @@ from collections.abc import Sequence
 
 import numpy as np
 from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.pixels import iter_pixels
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
+from node.imaging.codestream import declared_size
 from node.imaging.dicom_frames import PIXEL_DATA, DicomObject, Frame, integer, values
 from node.imaging.errors import VolumeError
 
@@ -101,10 +109,29 @@ def _store(target: np.ndarray, buffer: np.ndarray, bits_allocated: int, bits_sto
 def _fill_decoded(out: np.ndarray, obj: DicomObject, placed: Sequence[tuple[int, Frame]]) -> None:
     by_index = {frame.frame_index: k for k, frame in placed}
     indices = sorted(by_index)
+    if obj.transfer_syntax not in (*_NATIVE, DeflatedExplicitVRLittleEndian):
+        _check_declared_sizes(obj.ds, out.shape[1:])
     for index, array in zip(indices, iter_pixels(obj.ds, indices=indices), strict=True):
         if array.shape != out.shape[1:]:
             raise VolumeError(f"decoded frame has shape {array.shape}, expected {out.shape[1:]}")
         np.copyto(out[by_index[index]], array, casting="unsafe")
+
+
+def _check_declared_sizes(ds: Dataset, shape: tuple[int, ...]) -> None:
+    """Refuse compressed frames whose own header declares another size than Rows/Columns,
+    before the decoder allocates what they declare."""
+    count = integer(ds, "NumberOfFrames") or 1
+    try:
+        frames = list(generate_frames(ds.PixelData, number_of_frames=count))
+    except Exception:  # not encapsulated as it should be: the decoder will say so
+        return
+    for frame in frames:
+        declared = declared_size(frame)
+        if declared is not None and declared != tuple(shape):
+            raise VolumeError(
+                f"a compressed frame declares {declared[0]} x {declared[1]} pixels where "
+                f"Rows x Columns are {shape[0]} x {shape[1]}"
+            )
 
 
 def _rescale(target: np.ndarray, slope: float, intercept: float) -> None:

@@ -29,13 +29,17 @@ from node.imaging.volume import SliceSource, Volume
 __all__ = ["VolumeError", "load_series"]
 
 
-def load_series(paths: Sequence[str | Path]) -> Volume:
+DEFAULT_MAX_VOXELS = 2**31  # 8 GiB of float32: beyond any CT a site sends, short of a bomb
+
+
+def load_series(paths: Sequence[str | Path], *, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
     """The volume of one series' files (any order); raises VolumeError when it is not one.
 
     Voxels are float32 with RescaleSlope/Intercept applied (per frame), whatever the modality;
     MONOCHROME1 images are inverted so that higher values are brighter (see ``pixels``).
     ``sources[k]`` names the file, SOP Instance UID (the file meta's when the dataset's is blank)
-    and frame number of slice ``k``.
+    and frame number of slice ``k``. A series whose Rows x Columns x slices exceed
+    ``max_voxels`` is refused before anything is allocated or decoded.
     """
     if not paths:
         raise VolumeError("no files given")
@@ -45,6 +49,12 @@ def load_series(paths: Sequence[str | Path]) -> Volume:
     frames: list[Frame] = [frame for obj in images for frame in frames_of(obj)]
     geometry = stack_geometry(frames)
     ordered = [frames[i] for i in geometry.order]
+    voxels = len(ordered) * ordered[0].rows * ordered[0].columns
+    if voxels > max_voxels:
+        raise VolumeError(
+            f"the series claims {len(ordered)} x {ordered[0].rows} x {ordered[0].columns} = "
+            f"{voxels:,} voxels, more than workers.max_voxels ({max_voxels:,})"
+        )
 
     out = np.empty((len(ordered), ordered[0].rows, ordered[0].columns), dtype=np.float32)
     by_object: dict[int, list[tuple[int, Frame]]] = defaultdict(list)

@@ -82,8 +82,27 @@ class _Walker:
                 )
             if depth == 0 and tag in self.wanted:
                 self.found[tag] = bytes(self.data[pos:pos + length])
+            if vr == b"SQ":
+                self.defined(pos, pos + length, depth)
             pos += length
         return pos
+
+    def defined(self, pos: int, end: int, depth: int) -> None:
+        """A sequence of defined length: its items must fill it exactly."""
+        while pos < end:
+            if pos + 8 > end:
+                raise MalformedDatasetError(f"truncated item header at byte {pos}")
+            group, elem, length = self.tag_length.unpack_from(self.data, pos)
+            if (group << 16) | elem != _ITEM:
+                raise MalformedDatasetError(f"expected an item at byte {pos}")
+            pos += 8
+            if length == _UNDEFINED:
+                pos = self.dataset(pos, end, depth + 1)
+            elif pos + length > end:
+                raise MalformedDatasetError(f"item claims {length} bytes; {end - pos} remain")
+            else:
+                self.dataset(pos, pos + length, depth + 1)
+                pos += length
 
     def undefined(self, pos: int, end: int, tag: int, vr: bytes, depth: int) -> int:
         """A sequence (or encapsulated pixel data) of undefined length: walk its items."""

@@ -137,3 +137,14 @@ def test_radnode_run_refuses_what_the_model_does_not_accept(tmp_path) -> None:
     missing = radnode("run", str(tmp_path / "nothing"), "--model", "lung_ct", "--out",
                       str(tmp_path / "out"))
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+def test_series_larger_than_max_voxels_is_refused(node_factory, tmp_path) -> None:
+    node = service(node_factory, workers={"models_dir": str(REPO / "models"),
+                                          "max_voxels": 100_000})
+    send(node.port, write_series(tmp_path / "ct", CHEST))  # 128 x 128 x 30 = 491,520 voxels
+    store = node.store()
+    job = node.wait_for(lambda: (j := store.jobs()) and j[0].state in ("done", "failed") and j[0],
+                        timeout=60)
+    assert job.state == "failed"
+    assert "more than workers.max_voxels (100,000)" in job.error
