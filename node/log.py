@@ -86,5 +86,9 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # pynetdicom's DEBUG output can dump dataset elements: keep it at INFO or above.
-    logging.getLogger("pynetdicom").setLevel(max(logging.getLevelName(level), logging.INFO))
+    # pynetdicom's DEBUG output can dump dataset elements: never below INFO. Its INFO lines (two
+    # per C-STORE) only when the node itself logs at DEBUG: the node logs associations and
+    # refusals itself.
+    numeric = logging.getLevelName(level)
+    pynetdicom_level = logging.INFO if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
+    logging.getLogger("pynetdicom").setLevel(pynetdicom_level)
