@@ -33,6 +33,7 @@ from node.results import (  # noqa: E402
     build_segmentation,
     read_sources,
     result_uids,
+    segment_plan,
     write_dataset,
 )
 from node.results.templates import SRTemplate  # noqa: E402
@@ -92,10 +93,12 @@ def main() -> None:
             sources = read_sources(volume)
             times["read sources"] = time.perf_counter() - t
             t = time.perf_counter()
+            segments = segment_plan(output)  # once for both, as node/results/objects.py does
             seg = build_segmentation(
                 sources, output, sop_instance_uid=uids.seg_instance,
                 series_instance_uid=uids.seg_series, series_number=9001,
-                series_description="radnode bench", seg_type=args.seg_type, **common)
+                series_description="radnode bench", seg_type=args.seg_type, segments=segments,
+                **common)
             times["SEG create"] = time.perf_counter() - t
             t = time.perf_counter()
             seg_file = write_dataset(seg, folder / f"seg{run}.dcm")
@@ -104,7 +107,8 @@ def main() -> None:
             sr = build_report(
                 sources, volume, output, measured, [], [], template, seg,
                 sop_instance_uid=uids.sr_instance, series_instance_uid=uids.sr_series,
-                series_number=9002, series_description="radnode bench", **common)
+                series_number=9002, series_description="radnode bench", segments=segments,
+                **common)
             times["SR create"] = time.perf_counter() - t
             t = time.perf_counter()
             sr_file = write_dataset(sr, folder / f"sr{run}.dcm")

@@ -10,6 +10,7 @@ Everything is deterministic: UIDs are parameters (``result_uids``), the only tim
 ``content_datetime``. See docs in each module and sr_templates/README.md.
 """
 
+from node.results import iod_cache
 from node.results.equipment import model_device_uid
 from node.results.errors import EmptyResultError, ResultsError, SourceError, TemplateError
 from node.results.read import (
@@ -33,6 +34,8 @@ from node.results.templates import (
 )
 from node.results.uids import ResultUids, result_uids
 from node.results.write import Written, write_dataset
+
+iod_cache.install()
 
 __all__ = [
     "BUILTIN_MEASUREMENTS",

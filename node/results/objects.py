@@ -20,6 +20,7 @@ from node.inference.output import ModelOutput
 from node.measure import ClassProbability, Lesion, RegionMeasurements
 from node.results.errors import EmptyResultError
 from node.results.seg import build_segmentation
+from node.results.segments import segment_plan
 from node.results.sources import read_sources
 from node.results.sr import build_report
 from node.results.templates import load_template
@@ -60,6 +61,7 @@ def write_result_objects(
     cfg = settings.results
     description = f"{cfg.series_description_prefix} {manifest.name}".strip()
     files: dict[str, Path] = {}
+    segments = segment_plan(output)  # the labels present, counted once for SEG and SR
     seg = None
     if output.kind != "classification":
         try:
@@ -70,6 +72,7 @@ def write_result_objects(
                 manufacturer=cfg.manufacturer, content_datetime=settings.content_datetime,
                 model_description=manifest.description, seg_type=cfg.seg_type,
                 institution_name=cfg.institution_name, uid_root=settings.output.uid_root,
+                segments=segments,
             )
         except EmptyResultError:
             seg = None  # nothing found: the SR says so, and there is no SEG to show
@@ -82,6 +85,7 @@ def write_result_objects(
         series_number=cfg.series_number_sr, series_description=f"{description} SR",
         manufacturer=cfg.manufacturer, content_datetime=settings.content_datetime,
         institution_name=cfg.institution_name, uid_root=settings.output.uid_root,
+        segments=segments,
     )
     files["sr"] = write_dataset(report, out_dir / "sr.dcm").path
     return files

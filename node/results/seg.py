@@ -55,6 +55,7 @@ def build_segmentation(
     uid_root: str = "2.25.",
     transfer_syntax_uid: str | None = None,
     workers: int = 0,
+    segments: tuple[Segment, ...] | None = None,
 ) -> hd.seg.Segmentation:
     """The SEG of ``output.label_map`` (a [k, j, i] label array on the sources' grid).
 
@@ -68,7 +69,7 @@ def build_segmentation(
     if output.label_map is None:
         raise ResultsError(f"model {output.model} ({output.kind}) gave no label map to encode")
     src = sources if isinstance(sources, SourceImages) else prepare_sources(list(sources))
-    plan = segment_plan(output)
+    plan = segment_plan(output) if segments is None else segments
     if not plan:
         raise EmptyResultError(f"model {output.model} found nothing: no SEG is written")
     _check_grid(src, output)

@@ -25,7 +25,7 @@ from node.measure.results import ClassProbability, Lesion, RegionMeasurements
 from node.results.equipment import model_device_uid, model_equipment, pin_generated_values
 from node.results.errors import ResultsError
 from node.results.seg import LABELMAP_SOP_CLASS, coded
-from node.results.segments import segment_plan, segment_tracking_uid
+from node.results.segments import Segment, segment_plan, segment_tracking_uid
 from node.results.sources import SourceImages, prepare_sources
 from node.results.templates import (
     ABSENT,
@@ -63,6 +63,7 @@ def build_report(
     content_datetime: dt.datetime,
     institution_name: str = "",
     uid_root: str = "2.25.",
+    segments: tuple[Segment, ...] | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """The TID 1500 report of one model run on one series.
 
@@ -74,7 +75,8 @@ def build_report(
     time written. Raises ResultsError/TemplateError when content cannot be coded.
     """
     src = sources if isinstance(sources, SourceImages) else prepare_sources(list(sources))
-    ctx = _Context(volume, output, template, sop_instance_uid, uid_root)
+    ctx = _Context(volume, output, template, sop_instance_uid, uid_root,
+                   segment_plan(output) if segments is None else segments)
     groups: list[Group] = []
     found: set[int] = set()
     if seg is not None and template.segments is not None:
@@ -144,8 +146,9 @@ class _Context:
     """What every group builder needs: labels, the template, units and UID derivation."""
 
     def __init__(self, volume: Volume, output: ModelOutput, template: SRTemplate,
-                 sr_uid: str, uid_root: str) -> None:
+                 sr_uid: str, uid_root: str, segments: tuple[Segment, ...]) -> None:
         self.volume, self.output, self.template = volume, output, template
+        self.segments = segments
         self.sr_uid, self.uid_root = sr_uid, uid_root
         self.labels = {lab.value: lab for lab in output.labels}
         self.algorithm = hd.sr.AlgorithmIdentification(
@@ -215,7 +218,7 @@ def _segment_groups(ctx: _Context, group: GroupSpec, seg: Dataset, src: SourceIm
                     measurements: Mapping[int, RegionMeasurements], found: set[int]
                     ) -> list[Group]:
     out: list[Group] = []
-    for segment in segment_plan(ctx.output):
+    for segment in ctx.segments:
         label = segment.label
         found.add(label.value)
         if not group.includes(label.value):
