@@ -74,6 +74,12 @@ class NodeProcess:
         self.log_path = self.workdir / "node.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def add_destination(self, ae_title: str, port: int, name: str = "pacs") -> None:
+        """Append a DICOM destination on loopback to the config; the next start reads it."""
+        with self.config.open("a") as f:
+            f.write(f"\n[[destinations]]\nname = {toml_value(name)}\n"
+                    f"ae_title = {toml_value(ae_title)}\nhost = \"127.0.0.1\"\nport = {port}\n")
+
     def start(self, timeout: float = 20.0) -> NodeProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")

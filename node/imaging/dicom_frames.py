@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom import dcmread
@@ -232,14 +233,11 @@ def _tag(keyword: str) -> int:
 
 def values(ds: Dataset | None, keyword: str) -> list[str] | None:
     """A text attribute's values as strings (None when absent, [] when empty)."""
-    if ds is None:
+    found = _element(ds, keyword)
+    if found is None:
         return None
-    tag = _tag(keyword)
-    elem = ds.get_item(tag, keep_deferred=True)
-    if elem is None:
-        return None
-    if (isinstance(elem, RawDataElement) and isinstance(elem.value, bytes)
-            and (elem.VR or dictionary_VR(tag)) in _TEXT_VRS):
+    tag, elem, raw_vr = found
+    if raw_vr in _TEXT_VRS:
         text = elem.value.decode("latin-1").strip(" \x00")
         return [v.strip(" \x00") for v in text.split("\\")] if text else []
     value = _converted(ds, tag, keyword)
@@ -252,14 +250,11 @@ def values(ds: Dataset | None, keyword: str) -> list[str] | None:
 
 def integer(ds: Dataset | None, keyword: str) -> int | None:
     """An integer attribute (US or IS), None when absent or not a number."""
-    if ds is None:
+    element = _element(ds, keyword)
+    if element is None:
         return None
-    tag = _tag(keyword)
-    elem = ds.get_item(tag, keep_deferred=True)
-    if elem is None:
-        return None
-    if (isinstance(elem, RawDataElement) and isinstance(elem.value, bytes)
-            and (elem.VR or dictionary_VR(tag)) == "US" and len(elem.value) == 2):
+    tag, elem, raw_vr = element
+    if raw_vr == "US" and len(elem.value) == 2:
         return int.from_bytes(elem.value, "little" if elem.is_little_endian else "big")
     found = values(ds, keyword) if (elem.VR or dictionary_VR(tag)) in _TEXT_VRS else None
     value = found[0] if found else _converted(ds, tag, keyword)
@@ -267,6 +262,20 @@ def integer(ds: Dataset | None, keyword: str) -> int | None:
         return int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+def _element(ds: Dataset | None, keyword: str) -> tuple[int, Any, str | None] | None:
+    """(tag, element, raw VR), the value left unconverted; None when absent. The raw VR is set
+    only while the value is still the file's bytes (from the dictionary for implicit VR)."""
+    if ds is None:
+        return None
+    tag = _tag(keyword)
+    elem = ds.get_item(tag, keep_deferred=True)
+    if elem is None:
+        return None
+    if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
+        return tag, elem, elem.VR or dictionary_VR(tag)
+    return tag, elem, None
 
 
 def _converted(ds: Dataset, tag: int, keyword: str) -> object:

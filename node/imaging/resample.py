@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -164,15 +165,7 @@ def resample_like(
     differ by a permutation/flip of axes.
     """
     out = _resample_to(volume, reference, reference.shape_ijk, interpolation, default_value)
-    return Volume(
-        array=out.array,
-        spacing=reference.spacing,
-        origin=reference.origin,
-        direction=reference.direction.copy(),
-        modality=volume.modality,
-        sources=reference.sources,
-        frame_of_reference_uid=reference.frame_of_reference_uid,
-    )
+    return replace(reference.with_array(out.array), modality=volume.modality)
 
 
 def same_grid(a: Volume, b: Volume, size_b: Sequence[int] | None = None) -> bool:
@@ -202,15 +195,7 @@ def _resample_to(
         if same_grid(candidate, grid, size):
             volume = candidate
     if same_grid(volume, grid, size):  # the source's own geometry, not a recomputed copy
-        return Volume(
-            array=volume.array,
-            spacing=volume.spacing,
-            origin=volume.origin,
-            direction=volume.direction.copy(),
-            modality=volume.modality,
-            sources=volume.sources,
-            frame_of_reference_uid=volume.frame_of_reference_uid,
-        )
+        return volume.with_array(volume.array)
     if interpolation in ("linear", "label_linear"):  # grids with the same axes: numpy
         fill = default_value
         if fill is None:
@@ -218,14 +203,7 @@ def _resample_to(
         mapper = map_linear if interpolation == "linear" else map_label_linear
         mapped = mapper(volume, grid, size, fill, reoriented=candidate)
         if mapped is not None:
-            return Volume(
-                array=mapped,
-                spacing=grid.spacing,
-                origin=grid.origin,
-                direction=grid.direction.copy(),
-                modality=volume.modality,
-                frame_of_reference_uid=volume.frame_of_reference_uid,
-            )
+            return _on_grid(mapped, grid, volume)
     array = volume.array
     if interpolation in ("linear", "bspline") and array.dtype != np.float32:
         array = array.astype(np.float32)
@@ -244,8 +222,14 @@ def _resample_to(
     f.SetOutputPixelType(image.GetPixelID())
     out = sitk.GetArrayFromImage(f.Execute(image))
     del image
+    return _on_grid(out, grid, volume)
+
+
+def _on_grid(array: np.ndarray, grid: Volume, volume: Volume) -> Volume:
+    """Resampled voxels: ``grid``'s geometry, ``volume``'s modality and frame of reference; no
+    slice sources (the slices are new)."""
     return Volume(
-        array=out,
+        array=array,
         spacing=grid.spacing,
         origin=grid.origin,
         direction=grid.direction.copy(),

@@ -7,12 +7,13 @@ The format is documented in ``models/README.md``. Parsing checks the manifest on
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from node.toml_table import TomlTable, read_toml
 
 LAYOUTS_3D = ("NCDHW", "NDHWC")
 LAYOUTS_2D = ("NCHW", "NHWC")
@@ -30,7 +31,6 @@ ACTIVATIONS = {
     "classification": ("softmax", "sigmoid", "none"),
 }
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_REQUIRED = object()
 
 
 class ManifestError(ValueError):
@@ -207,18 +207,13 @@ def load_packages(models_dir: str | Path) -> dict[str, ModelPackage]:
 def load_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     where = _where(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ManifestError(f"{where}: file does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(f"{where}: not valid TOML: {exc}") from None
+    raw = read_toml(path, ManifestError, where, f"{where}: file does not exist")
     return parse_manifest(raw, path)
 
 
 def parse_manifest(raw: dict[str, Any], path: str | Path = "model.toml") -> Manifest:
     path = Path(path)
-    top = _Table(raw, _where(path), "")
+    top = TomlTable(raw, _where(path), "", ManifestError)
     name = top.str("name", check=lambda v: None if _NAME.fullmatch(v) else
                    "letters, digits, '_', '.', '-' only")
     version = top.str("version")
@@ -252,134 +247,13 @@ def _where(path: Path) -> str:
     return str(Path(*parts[-3:])) if len(parts) >= 3 else str(path)
 
 
-class _Table:
-    """Reads typed keys from one TOML table and reports unknown ones."""
-
-    def __init__(self, raw: Any, where: str, prefix: str) -> None:
-        self.where, self.prefix = where, prefix
-        if not isinstance(raw, dict):
-            self.fail("", "must be a table")
-        self.raw = raw
-        self.seen: set[str] = set()
-
-    def fail(self, key: str, message: str) -> None:
-        dotted = f"{self.prefix}{key}" if key else self.prefix.rstrip(".") or "(top level)"
-        raise ManifestError(f"{self.where}: {dotted}: {message}")
-
-    def has(self, key: str) -> bool:
-        return key in self.raw
-
-    def _get(self, key: str, default: Any) -> Any:
-        self.seen.add(key)
-        if key not in self.raw:
-            if default is _REQUIRED:
-                self.fail(key, "is required")
-            return default
-        return self.raw[key]
-
-    def str(self, key: str, default: Any = _REQUIRED, choices: tuple[str, ...] = (),
-            check: Any = None) -> Any:
-        value = self._get(key, default)
-        if key not in self.raw:
-            return value
-        if not isinstance(value, str) or (default is _REQUIRED and not value.strip()):
-            self.fail(key, "must be a non-empty string")
-        if choices and value not in choices:
-            self.fail(key, f"must be one of {', '.join(choices)} (got {value!r})")
-        if check is not None and (problem := check(value)):
-            self.fail(key, f"{problem} (got {value!r})")
-        return value
-
-    def bool(self, key: str, default: Any = _REQUIRED) -> Any:
-        value = self._get(key, default)
-        if key in self.raw and not isinstance(value, bool):
-            self.fail(key, "must be true or false")
-        return value
-
-    def num(self, key: str, default: Any = _REQUIRED, positive: bool = False,
-            low: float | None = None, high: float | None = None) -> Any:
-        value = self._get(key, default)
-        if key not in self.raw:
-            return value
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(key, "must be a number")
-        if positive and value <= 0:
-            self.fail(key, f"must be greater than 0 (got {value})")
-        if (low is not None and value < low) or (high is not None and value > high):
-            self.fail(key, f"must be between {low} and {high} (got {value})")
-        return float(value)
-
-    def int(self, key: str, default: Any = _REQUIRED, low: int = 0) -> Any:
-        value = self._get(key, default)
-        if key not in self.raw:
-            return value
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            self.fail(key, f"must be an integer >= {low} (got {value!r})")
-        return value
-
-    def numbers(self, key: str, count: int, default: Any = _REQUIRED, integer: bool = False
-                ) -> Any:
-        value = self._get(key, default)
-        if key not in self.raw:
-            return value
-        kind = "integers" if integer else "numbers"
-        ok = (
-            isinstance(value, list)
-            and len(value) == count
-            and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0
-                    for v in value)
-            and (not integer or all(isinstance(v, int) for v in value))
-        )
-        if not ok:
-            self.fail(key, f"must be {count} positive {kind} (got {value!r})")
-        return tuple(int(v) if integer else float(v) for v in value)
-
-    def strings(self, key: str, default: Any = _REQUIRED) -> Any:
-        value = self._get(key, default)
-        if key not in self.raw:
-            return value
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            self.fail(key, f"must be a list of strings (got {value!r})")
-        return tuple(value)
-
-    def ints(self, key: str, default: Any = _REQUIRED, allowed: tuple[int, ...] | None = None,
-             unique: bool = True) -> Any:
-        value = self._get(key, default)
-        if key not in self.raw:
-            return value
-        if not isinstance(value, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        ):
-            self.fail(key, f"must be a list of integers (got {value!r})")
-        if allowed is not None and any(v not in allowed for v in value):
-            self.fail(key, f"values must be among {list(allowed)} (got {value!r})")
-        if unique and len(set(value)) != len(value):
-            self.fail(key, f"has duplicates (got {value!r})")
-        return tuple(value)
-
-    def table(self, key: str, default: Any = _REQUIRED) -> _Table:
-        value = self._get(key, default)
-        return _Table(value, self.where, f"{self.prefix}{key}.")
-
-    def tables(self, key: str) -> list[_Table]:
-        value = self._get(key, [])
-        if not isinstance(value, list):
-            self.fail(key, "must be an array of tables ([[...]])")
-        return [_Table(v, self.where, f"{self.prefix}{key}[{i}].") for i, v in enumerate(value)]
-
-    def done(self) -> None:
-        unknown = sorted(set(self.raw) - self.seen)
-        if unknown:
-            self.fail(unknown[0], "unknown key")
-
-
 def _attr(header: Any, keyword: str) -> Any:
     if isinstance(header, Mapping):
         return header.get(keyword)
     return getattr(header, keyword, None)
 
 
-def _accepts(t: _Table) -> Accepts:
+def _accepts(t: TomlTable) -> Accepts:
     modalities = t.strings("modality")
     if not modalities:
         t.fail("modality", "must name at least one modality")
@@ -393,7 +267,7 @@ def _accepts(t: _Table) -> Accepts:
     return out
 
 
-def _normalization(t: _Table) -> Normalization:
+def _normalization(t: TomlTable) -> Normalization:
     kind = t.str("kind", choices=tuple(NORMALIZATIONS))
     required, optional = NORMALIZATIONS[kind]
     params = {k: t.num(k) for k in required}
@@ -410,7 +284,7 @@ def _normalization(t: _Table) -> Normalization:
     return Normalization(kind, MappingProxyType(params))
 
 
-def _input(t: _Table) -> InputSpec:
+def _input(t: TomlTable) -> InputSpec:
     name = t.str("name")
     layout = t.str("layout", choices=LAYOUTS_3D + LAYOUTS_2D)
     dtype = t.str("dtype", "float32", choices=DTYPES)
@@ -433,11 +307,11 @@ def _input(t: _Table) -> InputSpec:
         if not raw_norm:
             t.fail("normalize", "must hold at least one table")
         norms = tuple(
-            _normalization(_Table(v, t.where, f"{t.prefix}normalize[{i}]."))
+            _normalization(t.child(v, f"{t.prefix}normalize[{i}]."))
             for i, v in enumerate(raw_norm)
         )
     else:
-        norms = (_normalization(_Table(raw_norm, t.where, f"{t.prefix}normalize.")),)
+        norms = (_normalization(t.child(raw_norm, f"{t.prefix}normalize.")),)
     channels = t.int("channels", len(norms), low=1)
     if len(norms) not in (1, channels):
         t.fail("channels", f"is {channels} but {len(norms)} normalisations are given "
@@ -449,7 +323,7 @@ def _input(t: _Table) -> InputSpec:
                      fill_value)
 
 
-def _run(t: _Table, spec: InputSpec) -> RunSpec:
+def _run(t: TomlTable, spec: InputSpec) -> RunSpec:
     modes = ("slicewise",) if spec.is_2d else ("whole", "sliding_window")
     mode = t.str("mode", modes[0], choices=modes)
     patch = t.numbers("patch_size", 3, None, integer=True)
@@ -472,7 +346,7 @@ def _run(t: _Table, spec: InputSpec) -> RunSpec:
     return out
 
 
-def _output(t: _Table) -> OutputSpec:
+def _output(t: TomlTable) -> OutputSpec:
     name = t.str("name")
     kind = t.str("kind", choices=tuple(ACTIVATIONS))
     fmt = t.str("format", "heatmap", choices=("heatmap", "boxes"))
@@ -493,7 +367,7 @@ def _output(t: _Table) -> OutputSpec:
     return out
 
 
-def _code(t: _Table, key: str) -> Code | None:
+def _code(t: TomlTable, key: str) -> Code | None:
     if not t.has(key):
         t.seen.add(key)
         return None
@@ -503,7 +377,7 @@ def _code(t: _Table, key: str) -> Code | None:
     return code
 
 
-def _labels(top: _Table, output: OutputSpec) -> tuple[LabelSpec, ...]:
+def _labels(top: TomlTable, output: OutputSpec) -> tuple[LabelSpec, ...]:
     tables = top.tables("labels")
     if not tables:
         top.fail("labels", "at least one [[labels]] entry is required")
@@ -545,7 +419,7 @@ def _labels(top: _Table, output: OutputSpec) -> tuple[LabelSpec, ...]:
     return tuple(labels)
 
 
-def _postprocess(t: _Table) -> PostProcess:
+def _postprocess(t: TomlTable) -> PostProcess:
     raw_fill = t.raw.get("fill_holes", "none")
     t.seen.add("fill_holes")
     fill = {True: "3d", False: "none"}.get(raw_fill, raw_fill) if isinstance(raw_fill, bool) \
@@ -563,7 +437,7 @@ def _postprocess(t: _Table) -> PostProcess:
     return out
 
 
-def _measurements(top: _Table, values: set[int]) -> tuple[Mapping[str, Any], ...]:
+def _measurements(top: TomlTable, values: set[int]) -> tuple[Mapping[str, Any], ...]:
     out = []
     for t in top.tables("measurements"):
         t.str("kind")

@@ -11,7 +11,6 @@ overrides them or adds codes for its own parametric measurements (e.g. ``LAA-950
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 from node.inference.manifest import Code, LabelSpec, Manifest
 from node.measure.requests import ALWAYS, parse_requests
 from node.results.errors import TemplateError
+from node.toml_table import REQUIRED, TomlTable, read_toml, toml_key
 
 GRAPHICS = ("point", "polygon")
 INTENSITY = "intensity"  # unit placeholder: the volume's intensity unit ([hnsf'U] on CT)
@@ -110,7 +110,7 @@ class SRTemplate:
             return self.measurements[name]
         except KeyError:
             raise TemplateError(f"{self._where()}: measurement {name!r} has no code; add "
-                                f"[measurements.{_toml_key(name)}]") from None
+                                f"[measurements.{toml_key(name)}]") from None
 
     def finding(self, label: LabelSpec) -> tuple[Code, Code | None]:
         """(finding type, finding site) of ``label``; the type defaults to the label's type."""
@@ -153,22 +153,18 @@ def load_template(name: str, folder: str | Path) -> SRTemplate:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
         raise TemplateError(f"SR template name {name!r}: letters, digits, '_', '.', '-' only")
     path = Path(folder) / f"{name}.toml"
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TemplateError(f"{path}: SR template {name!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise TemplateError(f"{path}: not valid TOML: {exc}") from None
+    raw = read_toml(path, TemplateError, str(path),
+                    f"{path}: SR template {name!r} does not exist")
     return parse_template(raw, name, path)
 
 
 def parse_template(raw: Mapping[str, Any], name: str = "template",
                    path: Path | None = None) -> SRTemplate:
     where = str(path) if path else f"SR template {name!r}"
-    top = _Table(raw, where, "")
-    description = top.str("description", "")
-    title = top.code("title", IMAGING_MEASUREMENT_REPORT)
-    procedures = top.codes("procedure_reported", (IMAGING_PROCEDURE,))
+    top = TomlTable(raw, where, "", TemplateError, list_unknown=True)
+    description = top.str("description", "", nonempty=True)
+    title = _code(top, "title", IMAGING_MEASUREMENT_REPORT)
+    procedures = _codes(top, "procedure_reported", (IMAGING_PROCEDURE,))
     report_absent = top.bool("report_absent", True)
     schemes = top.table("coding_schemes", {})
     coding_schemes = {key: schemes.str(key) for key in list(schemes.raw)}
@@ -189,7 +185,7 @@ def parse_template(raw: Mapping[str, Any], name: str = "template",
         for n, mname in enumerate(group.measurements if group else ()):
             if mname not in measurements:
                 top.fail(f"{key}.measurements[{n}]", f"{mname!r} has no code: define "
-                         f"[measurements.{_toml_key(mname)}] (built-in: "
+                         f"[measurements.{toml_key(mname)}] (built-in: "
                          f"{', '.join(BUILTIN_MEASUREMENTS)})")
     _check_schemes(top, coding_schemes, title, procedures, findings, measurements)
     return SRTemplate(
@@ -201,7 +197,7 @@ def parse_template(raw: Mapping[str, Any], name: str = "template",
     )
 
 
-def _group(top: _Table, key: str, default: GroupSpec | None) -> GroupSpec | None:
+def _group(top: TomlTable, key: str, default: GroupSpec | None) -> GroupSpec | None:
     if not top.has(key):
         top.seen.add(key)
         return default
@@ -210,12 +206,14 @@ def _group(top: _Table, key: str, default: GroupSpec | None) -> GroupSpec | None
         return None
     t = top.table(key)
     assert default is not None
-    labels = t.ints("labels", None)
+    labels = t.ints("labels", None, unique=False, low=1, nonempty=True,
+                    what="label values > 0")
     spec = GroupSpec(
         labels=labels,
-        measurements=t.strings("measurements", default.measurements),
-        tracking_id=t.str("tracking_id", default.tracking_id),
-        graphic=t.str("graphic", "point", choices=GRAPHICS) if key == "detections" else "point",
+        measurements=t.strings("measurements", default.measurements, what="measurement names"),
+        tracking_id=t.str("tracking_id", default.tracking_id, nonempty=True),
+        graphic=(t.str("graphic", "point", choices=GRAPHICS, nonempty=True)
+                 if key == "detections" else "point"),
     )
     try:
         spec.tracking_id.format(name="n", label=1, rank=1, model="m")
@@ -229,33 +227,33 @@ def _group(top: _Table, key: str, default: GroupSpec | None) -> GroupSpec | None
     return spec
 
 
-def _findings(table: _Table) -> dict[int, Finding]:
+def _findings(table: TomlTable) -> dict[int, Finding]:
     out = {}
     for key in list(table.raw):
         if not key.isdigit() or int(key) < 1:
             table.fail(key, "label tables are named by label value, e.g. [labels.1]")
         t = table.table(key)
-        out[int(key)] = Finding(t.code("finding_type", None), t.code("finding_site", None))
+        out[int(key)] = Finding(_code(t, "finding_type", None), _code(t, "finding_site", None))
         t.done()
     table.done()
     return out
 
 
-def _measurement(name: str, t: _Table) -> MeasurementCode:
-    concept = t.code("concept")
+def _measurement(name: str, t: TomlTable) -> MeasurementCode:
+    concept = _code(t, "concept")
     if t.has("unit") and t.raw["unit"] == INTENSITY:
         t.seen.add("unit")
         unit = None
     else:
-        unit = t.code("unit")
+        unit = _code(t, "unit")
         if unit.scheme != "UCUM":
             t.fail("unit", f"units are UCUM codes (scheme = \"UCUM\") or \"{INTENSITY}\"")
-    derivation = t.code("derivation", None)
+    derivation = _code(t, "derivation", None)
     t.done()
     return MeasurementCode(name, concept, unit, derivation)
 
 
-def _check_schemes(top: _Table, schemes: Mapping[str, str], title: Code,
+def _check_schemes(top: TomlTable, schemes: Mapping[str, str], title: Code,
                    procedures: tuple[Code, ...], findings: Mapping[int, Finding],
                    measurements: Mapping[str, MeasurementCode]) -> None:
     """Local (99...) coding schemes must be declared so the SR can identify them."""
@@ -265,7 +263,7 @@ def _check_schemes(top: _Table, schemes: Mapping[str, str], title: Code,
         used += [(f"labels.{value}.{k}", c) for k, c in (("finding_type", f.finding_type),
                                                          ("finding_site", f.finding_site)) if c]
     for m in measurements.values():
-        used += [(f"measurements.{_toml_key(m.name)}.{k}", c) for k, c in
+        used += [(f"measurements.{toml_key(m.name)}.{k}", c) for k, c in
                  (("concept", m.concept), ("unit", m.unit), ("derivation", m.derivation)) if c]
     for key, code in used:
         if code.scheme.startswith("99") and code.scheme not in schemes:
@@ -273,108 +271,34 @@ def _check_schemes(top: _Table, schemes: Mapping[str, str], title: Code,
                      "[coding_schemes]")
 
 
-def _toml_key(name: str) -> str:
-    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f'"{name}"'
-
-
-_REQUIRED = object()
-
-
-class _Table:
-    """Typed reads from one TOML table; errors name the file and the dotted key."""
-
-    def __init__(self, raw: Any, where: str, prefix: str) -> None:
-        self.where, self.prefix = where, prefix
-        if not isinstance(raw, dict):
-            self.fail("", "must be a table")
-        self.raw: dict[str, Any] = raw
-        self.seen: set[str] = set()
-
-    def fail(self, key: str, message: str) -> None:
-        dotted = f"{self.prefix}{key}" if key else self.prefix.rstrip(".") or "(top level)"
-        raise TemplateError(f"{self.where}: {dotted}: {message}")
-
-    def has(self, key: str) -> bool:
-        return key in self.raw
-
-    def _get(self, key: str, default: Any) -> Any:
-        self.seen.add(key)
-        if key not in self.raw:
-            if default is _REQUIRED:
-                self.fail(key, "is required")
-            return default
-        return self.raw[key]
-
-    def table(self, key: str, default: Any = _REQUIRED) -> _Table:
-        value = self._get(key, default)
-        return _Table(value, self.where, f"{self.prefix}{_toml_key(key)}.")
-
-    def str(self, key: str, default: Any = _REQUIRED, choices: tuple[str, ...] = ()) -> Any:
-        value = self._get(key, default)
-        if key not in self.raw:
-            return value
-        if not isinstance(value, str) or not value.strip():
-            self.fail(key, "must be a non-empty string")
-        if choices and value not in choices:
-            self.fail(key, f"must be one of {', '.join(choices)} (got {value!r})")
+def _code(t: TomlTable, key: str, default: Any = REQUIRED) -> Any:
+    value = t.get(key, default)
+    if key not in t.raw:
         return value
+    return _code_value(t, key, value)
 
-    def bool(self, key: str, default: Any = _REQUIRED) -> Any:
-        value = self._get(key, default)
-        if key in self.raw and not isinstance(value, bool):
-            self.fail(key, "must be true or false")
+
+def _codes(t: TomlTable, key: str, default: Any = REQUIRED) -> Any:
+    value = t.get(key, default)
+    if key not in t.raw:
         return value
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        t.fail(key, "must be a code table or a non-empty list of them")
+    return tuple(_code_value(t, f"{key}[{n}]", v) for n, v in enumerate(value))
 
-    def ints(self, key: str, default: Any = _REQUIRED) -> Any:
-        value = self._get(key, default)
-        if key not in self.raw:
-            return value
-        if not isinstance(value, list) or not value or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
-        ):
-            self.fail(key, f"must be a non-empty list of label values > 0 (got {value!r})")
-        return tuple(value)
 
-    def strings(self, key: str, default: Any = _REQUIRED) -> Any:
-        value = self._get(key, default)
-        if key not in self.raw:
-            return value
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            self.fail(key, f"must be a list of measurement names (got {value!r})")
-        return tuple(value)
-
-    def code(self, key: str, default: Any = _REQUIRED) -> Any:
-        value = self._get(key, default)
-        if key not in self.raw:
-            return value
-        return self._code(key, value)
-
-    def codes(self, key: str, default: Any = _REQUIRED) -> Any:
-        value = self._get(key, default)
-        if key not in self.raw:
-            return value
-        if isinstance(value, dict):
-            value = [value]
-        if not isinstance(value, list) or not value:
-            self.fail(key, "must be a code table or a non-empty list of them")
-        return tuple(self._code(f"{key}[{n}]", v) for n, v in enumerate(value))
-
-    def _code(self, key: str, value: Any) -> Code:
-        if not isinstance(value, dict):
-            self.fail(key, "must be a code: { value = ..., scheme = ..., meaning = ... }")
-        unknown = sorted(set(value) - {"value", "scheme", "meaning"})
-        if unknown:
-            self.fail(key, f"unknown keys {unknown} (a code has value, scheme, meaning)")
-        for part, limit in (("value", 16), ("scheme", 16), ("meaning", 64)):
-            text = value.get(part)
-            if not isinstance(text, str) or not text.strip():
-                self.fail(f"{key}.{part}", "is required (a non-empty string)")
-            if len(text) > limit:
-                self.fail(f"{key}.{part}", f"at most {limit} characters (got {len(text)})")
-        return Code(value["value"], value["scheme"], value["meaning"])
-
-    def done(self) -> None:
-        unknown = sorted(set(self.raw) - self.seen)
-        if unknown:
-            self.fail(unknown[0], "unknown key" + (f" (also {', '.join(unknown[1:])})"
-                                                  if len(unknown) > 1 else ""))
+def _code_value(t: TomlTable, key: str, value: Any) -> Code:
+    if not isinstance(value, dict):
+        t.fail(key, "must be a code: { value = ..., scheme = ..., meaning = ... }")
+    unknown = sorted(set(value) - {"value", "scheme", "meaning"})
+    if unknown:
+        t.fail(key, f"unknown keys {unknown} (a code has value, scheme, meaning)")
+    for part, limit in (("value", 16), ("scheme", 16), ("meaning", 64)):
+        text = value.get(part)
+        if not isinstance(text, str) or not text.strip():
+            t.fail(f"{key}.{part}", "is required (a non-empty string)")
+        if len(text) > limit:
+            t.fail(f"{key}.{part}", f"at most {limit} characters (got {len(text)})")
+    return Code(value["value"], value["scheme"], value["meaning"])

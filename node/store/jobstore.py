@@ -364,14 +364,8 @@ class JobStore:
         """
         now = time.time() if now is None else now
         with self._tx() as db:
-            changed = db.execute(
-                "UPDATE series SET state = ?, completed_at = ?, forced = ?,"
-                " generation = generation + 1"
-                " WHERE series_uid = ? AND state = ? AND last_received = ?",
-                (SeriesState.COMPLETE, now, int(forced), series.series_uid,
-                 SeriesState.RECEIVING, series.last_received),
-            ).rowcount
-            if not changed:
+            if not self._mark_complete(db, "series", series.series_uid, series.last_received,
+                                       forced, now):
                 return None
             generation = series.generation + 1
             self._insert_jobs(db, [(series.series_uid, series.study_uid, r, m, generation)
@@ -389,14 +383,8 @@ class JobStore:
         current generation; jobs that already exist are not queued again."""
         now = time.time() if now is None else now
         with self._tx() as db:
-            changed = db.execute(
-                "UPDATE studies SET state = ?, completed_at = ?, forced = ?,"
-                " generation = generation + 1"
-                " WHERE study_uid = ? AND state = ? AND last_received = ?",
-                (SeriesState.COMPLETE, now, int(forced), study.study_uid,
-                 SeriesState.RECEIVING, study.last_received),
-            ).rowcount
-            if not changed:
+            if not self._mark_complete(db, "studies", study.study_uid, study.last_received,
+                                       forced, now):
                 return False
             rows = []
             for series_uid, route, model in jobs:
@@ -407,6 +395,19 @@ class JobStore:
                     rows.append((series_uid, study.study_uid, route, model, gen[0]))
             self._insert_jobs(db, rows, now)
             return True
+
+    @staticmethod
+    def _mark_complete(db: sqlite3.Connection, table: str, uid: str, last_received: float,
+                       forced: bool, now: float) -> bool:
+        """Close a receiving series or study (``table``) and bump its generation, unless an
+        instance arrived since ``last_received`` was read."""
+        key = {"series": "series_uid", "studies": "study_uid"}[table]
+        return bool(db.execute(
+            f"UPDATE {table} SET state = ?, completed_at = ?, forced = ?,"
+            " generation = generation + 1"
+            f" WHERE {key} = ? AND state = ? AND last_received = ?",
+            (SeriesState.COMPLETE, now, int(forced), uid, SeriesState.RECEIVING, last_received),
+        ).rowcount)
 
     @staticmethod
     def _insert_jobs(

@@ -87,9 +87,7 @@ def test_twenty_kills(node_factory, tmp_path) -> None:
              "sender": {"initial_backoff_seconds": 0.2, "max_backoff_seconds": 1.0,
                         "max_attempts": 1000}},
             [{"name": "ct", "models": ["lung_ct"], "match": {"Modality": "CT"}}], start=False)
-        with node.config.open("a") as f:
-            f.write(f'\n[[destinations]]\nname = "pacs"\nae_title = "{pacs.aet}"\n'
-                    f'host = "127.0.0.1"\nport = {pacs.dicom_port}\n')
+        node.add_destination(pacs.aet, pacs.dicom_port)
         modality = Modality(files)
         moments = {"ingest": 0, "job": 0, "sending": 0, "other": 0}
         node.start()

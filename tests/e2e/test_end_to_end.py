@@ -58,9 +58,7 @@ def test_study_to_results_in_orthanc(node_factory, pacs, tmp_path) -> None:
     )
     # the node's destination, appended as TOML to the config it started with
     node.stop()
-    with node.config.open("a") as f:
-        f.write(f'\n[[destinations]]\nname = "pacs"\nae_title = "{pacs.aet}"\n'
-                f'host = "127.0.0.1"\nport = {pacs.dicom_port}\n')
+    node.add_destination(pacs.aet, pacs.dicom_port)
     node.start()
     storescu(pacs.dicom_port, pacs.aet, ct)  # the PACS holds the images, as in a hospital
     storescu(node.port, "RADNODE", ct)

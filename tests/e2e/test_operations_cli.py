@@ -36,9 +36,7 @@ def test_destination_down_dead_letters_then_retry_by_command(node_factory, tmp_p
          "sender": {"max_attempts": 2, "initial_backoff_seconds": 0.2,
                     "max_backoff_seconds": 0.5, "timeout_seconds": 2}},
         [{"name": "ct", "models": ["lung_ct"], "match": {"Modality": "CT"}}], start=False)
-    with node.config.open("a") as f:
-        f.write(f'\n[[destinations]]\nname = "pacs"\nae_title = "{pacs.aet}"\n'
-                f'host = "127.0.0.1"\nport = {pacs.dicom_port}\n')
+    node.add_destination(pacs.aet, pacs.dicom_port)
     node.start()
     files = write_series(tmp_path / "ct", CHEST)
     sent = radnode_send(tmp_path / "ct", node.port)

@@ -46,9 +46,7 @@ def test_a_full_debug_run_logs_no_patient_data(node_factory, tmp_path) -> None:
              "completion": {"series_idle_seconds": 1, "study_idle_seconds": 1,
                             "check_interval_seconds": 0.2}},
             [{"name": "ct", "models": ["lung_ct"], "match": {"Modality": "CT"}}], start=False)
-        with node.config.open("a") as f:
-            f.write(f'\n[[destinations]]\nname = "pacs"\nae_title = "{pacs.aet}"\n'
-                    f'host = "127.0.0.1"\nport = {pacs.dicom_port}\n')
+        node.add_destination(pacs.aet, pacs.dicom_port)
         node.start()
         storescu(node.port, "RADNODE", [*good, *(p for p in broken if p.exists())])
         storescu(node.port, "RADNODE", [tmp_path / "bad.dcm"])

@@ -12,6 +12,7 @@ from node.imaging import load_series
 from node.imaging.volume import Volume
 from node.inference.manifest import Code, LabelSpec
 from node.inference.output import ModelOutput
+from node.results.sources import SourceImages, read_sources
 from node.synthetic import SeriesGeometry, ball, write_series
 
 WHEN = dt.datetime(2026, 3, 4, 5, 6, 7)
@@ -35,6 +36,12 @@ def ball_series(folder: Path) -> tuple[list[Path], Volume]:
     paths = write_series(folder, GEOMETRY, field, study_uid="1.2.826.0.1.3680043.10.1.1",
                          series_uid="1.2.826.0.1.3680043.10.1.2")
     return paths, load_series(paths)
+
+
+def ball_case(folder: Path) -> tuple[Path, list[Path], Volume, SourceImages]:
+    """The ball CT written to ``folder``/ct: (folder, its files, the volume, their headers)."""
+    paths, volume = ball_series(folder / "ct")
+    return folder, paths, volume, read_sources(volume)
 
 
 def ball_label_map(volume: Volume) -> np.ndarray:

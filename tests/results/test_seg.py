@@ -9,8 +9,8 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 from results._results_helpers import (
     LABELS,
     WHEN,
+    ball_case,
     ball_label_map,
-    ball_series,
     seg_kwargs,
     segmentation_output,
 )
@@ -38,9 +38,7 @@ SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("balls")
-    paths, volume = ball_series(folder / "ct")
-    return folder, paths, volume, read_sources(volume)
+    return ball_case(tmp_path_factory.mktemp("balls"))
 
 
 @pytest.fixture(scope="module")

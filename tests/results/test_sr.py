@@ -12,8 +12,8 @@ from results._results_helpers import (
     BALL_B,
     LABELS,
     WHEN,
+    ball_case,
     ball_label_map,
-    ball_series,
     seg_kwargs,
     segmentation_output,
     sr_kwargs,
@@ -51,9 +51,7 @@ COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("balls_sr")
-    paths, volume = ball_series(folder / "ct")
-    return folder, paths, volume, read_sources(volume)
+    return ball_case(tmp_path_factory.mktemp("balls_sr"))
 
 
 @pytest.fixture(scope="module")
