@@ -44,9 +44,7 @@ def run_once(work: Path, files: list[Path]) -> dict[str, float]:
              "results": {"sr_templates_dir": str(REPO / "sr_templates")}},
             [{"name": "ct", "models": ["lung_ct"], "match": {"Modality": "CT"}}],
         )
-        with node.config.open("a") as f:
-            f.write(f'\n[[destinations]]\nname = "pacs"\nae_title = "{pacs.aet}"\n'
-                    f'host = "127.0.0.1"\nport = {pacs.dicom_port}\n')
+        node.add_destination(pacs.aet, pacs.dicom_port)
         node.start()
         try:
             subprocess.run(["/usr/bin/storescu", "-aec", "RADNODE", "127.0.0.1",

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from node.toml_table import read_toml
 from node.uids import is_valid_uid
 
 
@@ -468,12 +468,7 @@ def load_config(path: str | Path | None) -> Config:
     if path is None:
         return build_config({}, Path.cwd())
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = read_toml(path, ConfigError, str(path), f"config file {path} does not exist")
     return build_config(raw, path.resolve().parent)
 
 
