@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -25,9 +26,11 @@ log = logging.getLogger("radnode.completion")
 
 class CompletionScheduler:
     def __init__(
-        self, store: JobStore, spool_root: Path, router: Router, config: CompletionConfig
+        self, store: JobStore, spool_root: Path, router: Router, config: CompletionConfig,
+        on_jobs: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_jobs = on_jobs  # told when jobs were queued (wakes the workers)
         self.spool_root = Path(spool_root)
         self.router = router
         self.config = config
@@ -59,6 +62,8 @@ class CompletionScheduler:
             if self.store.complete_study(study, forced, jobs, now):
                 log.info("study %s complete%s; %d study-level jobs", study.study_uid,
                          " (forced by max_wait_seconds)" if forced else "", len(jobs))
+                if jobs:
+                    self._queued()
 
     def _complete_series(self, series: SeriesRow, forced: bool, now: float) -> None:
         facts = self._facts(series)
@@ -71,6 +76,12 @@ class CompletionScheduler:
             series.instance_count, " (forced by max_wait_seconds)" if forced else "",
             ", ".join(m for _, m in jobs) or "none",
         )
+        if jobs:
+            self._queued()
+
+    def _queued(self) -> None:
+        if self.on_jobs is not None:
+            self.on_jobs()
 
     def _facts(self, series: SeriesRow) -> SeriesFacts | None:
         """Routing facts from the series' first instance; None if it cannot be read."""

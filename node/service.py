@@ -57,9 +57,6 @@ class Service:
         self.router = Router(
             config.routes, {name: p.manifest.accepts for name, p in self.packages.items()}
         )
-        self.scheduler = CompletionScheduler(
-            self.store, self.spool.root, self.router, config.completion
-        )
         self.registry = SessionRegistry(config.runtime)
         self.sender = Sender(config, self.store)
         self.workers = Workers(
@@ -67,6 +64,10 @@ class Service:
             concurrency=config.workers.concurrency, on_result=self._outbox_rows,
             on_finished=self.sender.wake, result_settings=self._result_settings,
             max_voxels=config.workers.max_voxels,
+        )
+        self.scheduler = CompletionScheduler(
+            self.store, self.spool.root, self.router, config.completion,
+            on_jobs=self.workers.wake,
         )
         self.scp = StorageSCP(config, self.store, self.spool)
         self.http = HttpServer.for_service(self)
