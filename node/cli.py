@@ -191,7 +191,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(f"{name} {m.version}  {m.output.kind}  accepts {modalities}"
                       f"  clinical use: {'yes' if m.for_clinical_use else 'no'}")
             return 0
-        problems = check_models(models_dir)
+        problems = check_models(models_dir, config.path(config.results.sr_templates_dir))
         for problem in problems:
             print(f"ERROR {problem}")
         if problems:

@@ -28,7 +28,7 @@ def run_offline(config: Config, source: Path, model: str, out: Path, force: bool
     if not (folder / "model.toml").is_file():
         print(f"radnode: no model {model!r} in {folder.parent}", file=sys.stderr)
         return 2
-    problems = check_model(folder)
+    problems = check_model(folder, config.path(config.results.sr_templates_dir))
     if problems:
         for problem in problems:
             print(f"radnode: invalid model: {problem}", file=sys.stderr)

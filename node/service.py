@@ -33,7 +33,8 @@ class StartupError(RuntimeError):
 def load_models(config: Config) -> dict[str, ModelPackage]:
     """Every model package, checked against its ONNX graph; routed models must exist."""
     models_dir = config.path(config.workers.models_dir)
-    problems = check_models(models_dir) if models_dir.is_dir() else []
+    templates = config.path(config.results.sr_templates_dir)
+    problems = check_models(models_dir, templates) if models_dir.is_dir() else []
     if problems:
         raise StartupError("invalid model packages:\n  " + "\n  ".join(map(str, problems)))
     packages = load_packages(models_dir) if models_dir.is_dir() else {}

@@ -25,8 +25,10 @@ class Problem:
         return f"{self.model}: {self.message}"
 
 
-def check_models(models_dir: str | Path) -> list[Problem]:
-    """Problems with every model folder under ``models_dir`` (an empty list: all good)."""
+def check_models(models_dir: str | Path,
+                 templates_dir: str | Path | None = None) -> list[Problem]:
+    """Problems with every model folder under ``models_dir`` (an empty list: all good); with
+    ``templates_dir``, each model's SR template is checked against its manifest too."""
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         return [Problem(str(models_dir), "models folder does not exist")]
@@ -36,11 +38,11 @@ def check_models(models_dir: str | Path) -> list[Problem]:
             if (folder / "model.onnx").is_file():
                 problems.append(Problem(folder.name, "model.onnx without a model.toml"))
             continue
-        problems.extend(check_model(folder))
+        problems.extend(check_model(folder, templates_dir))
     return problems
 
 
-def check_model(folder: str | Path) -> list[Problem]:
+def check_model(folder: str | Path, templates_dir: str | Path | None = None) -> list[Problem]:
     folder = Path(folder)
     try:
         manifest = load_manifest(folder / "model.toml")
@@ -53,6 +55,8 @@ def check_model(folder: str | Path) -> list[Problem]:
 
     if manifest.name != folder.name:
         problem(f"name {manifest.name!r} differs from the folder name {folder.name!r}")
+    for message in _report_problems(manifest, templates_dir):
+        problem(message)
     onnx_path = folder / "model.onnx"
     if not onnx_path.is_file():
         problem("model.onnx is missing")
@@ -69,6 +73,26 @@ def check_model(folder: str | Path) -> list[Problem]:
     for message in graph_problems(manifest, session.get_inputs(), session.get_outputs()):
         problem(message)
     return out
+
+
+def _report_problems(manifest: Manifest, templates_dir: str | Path | None) -> list[str]:
+    """The declared measurements, and the SR template that reports them."""
+    from node.measure import parse_requests
+    from node.results.errors import TemplateError
+    from node.results.templates import load_template
+
+    try:
+        parse_requests({k: v for k, v in m.items() if k != "labels"}
+                       for m in manifest.measurements)
+    except ValueError as exc:
+        return [f"measurements: {exc}"]
+    if templates_dir is None:
+        return []
+    try:
+        template = load_template(manifest.sr_template, templates_dir)
+    except TemplateError as exc:
+        return [f"sr_template: {exc}"]
+    return [f"sr_template {manifest.sr_template!r}: {p}" for p in template.check_manifest(manifest)]
 
 
 def graph_problems(manifest: Manifest, inputs: list, outputs: list) -> list[str]:

@@ -92,10 +92,25 @@ def test_service_refuses_an_invalid_model(tmp_path) -> None:
     assert check.returncode == 1 and "ERROR lung_ct" in check.stdout
 
 
+def test_models_check_reads_the_sr_template_against_the_manifest(tmp_path) -> None:
+    templates = tmp_path / "sr_templates"
+    templates.mkdir()
+    text = (REPO / "sr_templates" / "lung_ct.toml").read_text()
+    (templates / "lung_ct.toml").write_text(text.replace("LAA-950", "LAA-910"))
+    config = tmp_path / "config.toml"
+    config.write_text(f'[workers]\nmodels_dir = "{REPO / "models"}"\n'
+                      f'[results]\nsr_templates_dir = "{templates}"\n')
+    check = subprocess.run([sys.executable, "-m", "node", "models", "check", "-c", str(config)],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 1
+    assert "'LAA-910' is not measured by lung_ct" in check.stdout
+
+
 def test_service_refuses_a_route_to_a_missing_model(tmp_path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text(f'[workers]\nmodels_dir = "{REPO / "models"}"\n[[routes]]\nname = "x"\n'
-                      'models = ["no_such_model"]\n')
+    config.write_text(f'[workers]\nmodels_dir = "{REPO / "models"}"\n'
+                      f'[results]\nsr_templates_dir = "{REPO / "sr_templates"}"\n'
+                      '[[routes]]\nname = "x"\nmodels = ["no_such_model"]\n')
     result = subprocess.run([sys.executable, "-m", "node", "serve", "-c", str(config)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
