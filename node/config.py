@@ -539,14 +539,9 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
 def _check_cross_fields(config: Config) -> None:
     from node.routing.rules import RuleError, compile_condition
 
-    names: set[str] = set()
+    _check_names(config.routes, "routes", "route")
     for i, route in enumerate(config.routes):
         key = f"routes[{i}]"
-        if not route.name:
-            raise ConfigError(f"{key}.name: every route needs a name")
-        if route.name in names:
-            raise ConfigError(f"{key}.name: duplicate route name {route.name!r}")
-        names.add(route.name)
         if not route.models:
             raise ConfigError(f"{key}.models: a route names at least one model")
         for model in route.models:
@@ -573,15 +568,23 @@ def _check_cross_fields(config: Config) -> None:
         )
 
 
-def _check_destinations(config: Config) -> None:
+def _check_names(items: list[RouteConfig] | list[DestinationConfig], section: str,
+                 what: str) -> None:
+    """Every item of a [[section]] list has a name, and no two the same."""
     names: set[str] = set()
+    for i, item in enumerate(items):
+        key = f"{section}[{i}]"
+        if not item.name:
+            raise ConfigError(f"{key}.name: every {what} needs a name")
+        if item.name in names:
+            raise ConfigError(f"{key}.name: duplicate {what} name {item.name!r}")
+        names.add(item.name)
+
+
+def _check_destinations(config: Config) -> None:
+    _check_names(config.destinations, "destinations", "destination")
     for i, d in enumerate(config.destinations):
         key = f"destinations[{i}]"
-        if not d.name:
-            raise ConfigError(f"{key}.name: every destination needs a name")
-        if d.name in names:
-            raise ConfigError(f"{key}.name: duplicate destination name {d.name!r}")
-        names.add(d.name)
         if d.kind == "dicom":
             problem = _ae_title(d.ae_title)
             if problem:
