@@ -30,6 +30,7 @@ from node.measure import (
     Lesion,
     RegionMeasurements,
     class_probabilities,
+    declared_requests,
     find_lesions,
     measure_labels,
     parse_requests,
@@ -137,12 +138,10 @@ def measure(
         return {}, [], class_probabilities(names, probs)
     if output.label_map is None:
         return {}, [], ()
-    tables = [{k: v for k, v in m.items() if k != "labels"} for m in declared] or [
-        {"kind": "volume"}]
     wanted = [lab.value for lab in output.labels
               if not declared or any("labels" not in m or lab.value in m["labels"]
                                      for m in declared)]
-    requests = parse_requests(tables)
+    requests = declared_requests(declared) or parse_requests(["volume"])
     if output.kind == "detection":
         mask = output.label_map > 0
         return {}, find_lesions(volume, mask, output.probability, requests), ()

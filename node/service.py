@@ -20,7 +20,7 @@ from node.receiver.spool import Spool
 from node.results.objects import ResultSettings
 from node.routing.router import Router
 from node.sender import Sender, outbox_rows
-from node.store.jobstore import JobRow, JobStore
+from node.store.jobstore import JobRow, JobStore, store_path
 from node.worker import OutboxItems, Workers
 
 log = logging.getLogger("radnode.service")
@@ -53,7 +53,7 @@ class Service:
         self.packages = load_models(config)
         data = config.data_dir
         data.mkdir(parents=True, exist_ok=True)
-        self.store = JobStore(data / "radnode.db")
+        self.store = JobStore(store_path(data))
         self.spool = Spool(data / "spool", fsync=config.storage.fsync)
         self.router = Router(
             config.routes, {name: p.manifest.accepts for name, p in self.packages.items()}

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node.store.jobstore import JobStore
+from node.store.jobstore import JobStore, store_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -117,7 +117,7 @@ class NodeProcess:
 
     def store(self) -> JobStore:
         """A second connection to the node's job store (WAL allows concurrent readers)."""
-        return JobStore(self.data_dir / "radnode.db")
+        return JobStore(store_path(self.data_dir))
 
     def wait_for(self, predicate: Any, timeout: float = 20.0, interval: float = 0.1) -> Any:
         deadline = time.monotonic() + timeout

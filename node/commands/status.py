@@ -7,11 +7,11 @@ import json
 import time
 from pathlib import Path
 
-from node.store.jobstore import JobRow, JobStore, OutboxItem
+from node.store.jobstore import JobRow, JobStore, OutboxItem, store_path
 
 
 def open_store(data_dir: Path) -> JobStore:
-    path = data_dir / "radnode.db"
+    path = store_path(data_dir)
     if not path.is_file():
         raise FileNotFoundError(f"no job store at {path}: has the node run with this config?")
     return JobStore(path)

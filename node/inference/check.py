@@ -77,13 +77,12 @@ def check_model(folder: str | Path, templates_dir: str | Path | None = None) -> 
 
 def _report_problems(manifest: Manifest, templates_dir: str | Path | None) -> list[str]:
     """The declared measurements, and the SR template that reports them."""
-    from node.measure import parse_requests
+    from node.measure import declared_requests
     from node.results.errors import TemplateError
     from node.results.templates import load_template
 
     try:
-        parse_requests({k: v for k, v in m.items() if k != "labels"}
-                       for m in manifest.measurements)
+        declared_requests(manifest.measurements)
     except ValueError as exc:
         return [f"measurements: {exc}"]
     if templates_dir is None:

@@ -7,7 +7,12 @@ ready for the SR writer and for JSON via ``to_dict()``.
 from node.measure.classes import class_probabilities
 from node.measure.lesions import find_lesions, find_lesions_in_probability, min_voxels_for
 from node.measure.region import measure_labels, measure_region
-from node.measure.requests import DEFAULT_REQUESTS, MeasurementRequest, parse_requests
+from node.measure.requests import (
+    DEFAULT_REQUESTS,
+    MeasurementRequest,
+    declared_requests,
+    parse_requests,
+)
 from node.measure.results import (
     ClassProbability,
     DerivedValue,
@@ -24,6 +29,7 @@ __all__ = [
     "MeasurementRequest",
     "RegionMeasurements",
     "class_probabilities",
+    "declared_requests",
     "find_lesions",
     "find_lesions_in_probability",
     "intensity_unit",

@@ -77,6 +77,14 @@ class MeasurementRequest:
 RequestLike = MeasurementRequest | Mapping[str, object] | str
 
 
+def declared_requests(
+    declared: Iterable[Mapping[str, object]],
+) -> tuple[MeasurementRequest, ...]:
+    """A model manifest's ``[[measurements]]`` tables as requests. Their optional ``labels``
+    key says which labels a measurement applies to; it is not part of the request."""
+    return parse_requests({k: v for k, v in m.items() if k != "labels"} for m in declared)
+
+
 def parse_requests(items: Iterable[RequestLike]) -> tuple[MeasurementRequest, ...]:
     """Manifest entries (tables, bare kind names, or requests) to validated requests."""
     out: list[MeasurementRequest] = []

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from node.inference.manifest import Code, LabelSpec, Manifest
-from node.measure.requests import ALWAYS, parse_requests
+from node.measure.requests import ALWAYS, declared_requests
 from node.results.errors import TemplateError
 from node.toml_table import REQUIRED, TomlTable, read_toml, toml_key
 
@@ -126,8 +126,7 @@ class SRTemplate:
         """Problems between this template and a manifest (names not measured, unknown labels)."""
         problems = []
         values = {lab.value for lab in manifest.labels}
-        measured = set(ALWAYS) | {r.name for r in parse_requests(
-            {k: v for k, v in m.items() if k != "labels"} for m in manifest.measurements)}
+        measured = set(ALWAYS) | {r.name for r in declared_requests(manifest.measurements)}
         for key, group in (("segments", self.segments), ("detections", self.detections),
                            ("classifications", self.classifications)):
             if group is None:

@@ -96,6 +96,14 @@ CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, next_attempt_at);
 """
 
 
+DB_NAME = "radnode.db"
+
+
+def store_path(data_dir: str | Path) -> Path:
+    """Where the node keeps its job store inside ``node.data_dir``."""
+    return Path(data_dir) / DB_NAME
+
+
 class SeriesState(StrEnum):
     RECEIVING = "receiving"
     COMPLETE = "complete"
