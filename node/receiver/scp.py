@@ -1,37 +1,42 @@
-"""C-ECHO and C-STORE SCP, in pynetdicom's event-handler style.
+"""C-ECHO and C-STORE SCP: the node's handlers for the events of each association.
 
 A C-STORE is answered with Success only after the instance is in the spool (fsynced) and
-recorded in the job store. Each failure gets its own status and one log line that names the
-problem, never patient data. Handlers catch everything, so one bad instance or association
-never stops the others.
+recorded in the job store. The dataset is written to a temporary spool file while it arrives
+and checked there before it is renamed into place. Each failure gets its own status and one
+log line that names the problem, never patient data. Handlers catch everything, so one bad
+instance or association never stops the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import ssl
 import zlib
 
-from pydicom.uid import DeflatedExplicitVRLittleEndian
-from pynetdicom import AE, evt
-from pynetdicom.events import Event
-from pynetdicom.transport import ThreadedAssociationServer
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from node import metrics
 from node.config import Config
 from node.receiver import status
+from node.receiver.association import AssociationSettings, StoreRequest
 from node.receiver.contexts import scp_contexts
+from node.receiver.negotiation import (
+    REJECT_CALLED_AE_TITLE,
+    REJECT_CALLING_AE_TITLE,
+    REJECT_NO_REASON,
+    AssociationRequest,
+)
 from node.receiver.part10 import file_header
-from node.receiver.spool import InvalidUIDError, Spool
+from node.receiver.server import AssociationServer
+from node.receiver.spool import InvalidUIDError, Spool, SpoolFile
 from node.receiver.structure import MalformedDatasetError, check_encoding
 from node.store.jobstore import InstanceRecord, JobStore, Recorded
 
 log = logging.getLogger("radnode.receiver")
 
-# A-ASSOCIATE-RJ: rejected-permanent, service-user, no-reason-given.
-_REJECT_ADDRESS = (0x01, 0x01, 0x01)
-_DUL_LOOP_DELAY = 0.0005
+VERIFICATION = "1.2.840.10008.1.1"
 
 
 class StorageSCP:
@@ -42,50 +47,32 @@ class StorageSCP:
         self.store = store
         self.spool = spool
         self._networks = [ipaddress.ip_network(a, strict=False) for a in config.access.addresses]
-        self._server: ThreadedAssociationServer | None = None
-        self.ae = self._make_ae()
-
-    def _make_ae(self) -> AE:
-        node, net, access = self.config.node, self.config.network, self.config.access
-        ae = AE(ae_title=node.ae_title)
-        ae.supported_contexts = scp_contexts()
-        ae.maximum_associations = node.max_associations
-        ae.maximum_pdu_size = net.max_pdu_size
-        ae.acse_timeout = net.acse_timeout
-        ae.dimse_timeout = net.dimse_timeout
-        ae.network_timeout = net.network_timeout
-        ae.require_called_aet = access.check_called_ae_title
-        ae.require_calling_aet = list(access.calling_ae_titles)
-        return ae
+        self._calling = {t.strip() for t in config.access.calling_ae_titles}
+        self._server: AssociationServer | None = None
 
     @property
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("the listener is not running")
-        return int(self._server.server_address[1])
+        return self._server.port
 
     def start(self) -> None:
-        node, access = self.config.node, self.config.access
+        node, net, access = self.config.node, self.config.network, self.config.access
         if not access.calling_ae_titles and not access.addresses:
             log.warning(
                 "access control is open: any calling AE title from any address may store; "
                 "set access.calling_ae_titles and access.addresses to restrict it"
             )
-        handlers = [
-            (evt.EVT_CONN_OPEN, self._on_connection),
-            (evt.EVT_REQUESTED, self._on_requested),
-            (evt.EVT_C_ECHO, self._on_echo),
-            (evt.EVT_C_STORE, self._on_store),
-            (evt.EVT_ACCEPTED, self._on_accepted),
-            (evt.EVT_REJECTED, self._on_rejected),
-            (evt.EVT_ABORTED, self._on_aborted),
-        ]
-        self._server = self.ae.start_server(
-            (node.host, node.port),
-            block=False,
-            evt_handlers=handlers,
-            ssl_context=self._ssl_context(),
+        settings = AssociationSettings(
+            acse_timeout=net.acse_timeout,
+            dimse_timeout=net.dimse_timeout,
+            network_timeout=net.network_timeout,
+            max_pdu_length=net.max_pdu_size,
+            contexts=scp_contexts(),
         )
+        self._server = AssociationServer((node.host, node.port), settings, self,
+                                         node.max_associations, self._ssl_context())
+        self._server.start()
         log.info(
             "listening as %s on %s:%d%s (max %d associations)",
             node.ae_title, node.host, self.port,
@@ -94,7 +81,7 @@ class StorageSCP:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            self._server.stop()
             self._server = None
 
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -112,79 +99,125 @@ class StorageSCP:
 
     # -- association events ----------------------------------------------------------------
 
-    def _on_connection(self, event: Event) -> None:
-        # pynetdicom's DUL thread sleeps 1 ms whenever it finds nothing to do, which adds up
-        # to ~0.3 s per 300 instances; 0.5 ms halves that at a small idle CPU cost.
-        event.assoc.dul._run_loop_delay = _DUL_LOOP_DELAY
-        # Accepted sockets block without a timeout (pynetdicom sets network_timeout on the
-        # listening socket only), so a peer that stops in the middle of a PDU would hold its
-        # thread forever: give the connection itself the timeout.
-        sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
-        if sock is not None:
-            sock.settimeout(self.config.network.network_timeout)
-
-    def _on_requested(self, event: Event) -> None:
-        if not self._networks:
-            return
-        address = event.assoc.requestor.address
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            ip = None
-        if ip is None or not any(ip in network for network in self._networks):
-            log.warning("association from %s rejected: address not in access.addresses", address)
+    def on_requested(self, request: AssociationRequest) -> tuple[int, int, int] | None:
+        refusal = self._refusal(request)
+        if refusal is not None:
             metrics.inc("radnode_associations_total", result="rejected")
-            event.assoc.acse.send_reject(*_REJECT_ADDRESS)
-            event.assoc.kill()  # waits until the A-ASSOCIATE-RJ is on the wire
+        return refusal
 
-    def _on_accepted(self, event: Event) -> None:
-        requestor = event.assoc.requestor
-        log.info("association accepted from %s (%s)", requestor.ae_title, requestor.address)
+    def _refusal(self, request: AssociationRequest) -> tuple[int, int, int] | None:
+        if self._networks:
+            try:
+                ip = ipaddress.ip_address(request.address)
+            except ValueError:
+                ip = None
+            if ip is None or not any(ip in network for network in self._networks):
+                log.warning("association from %s rejected: address not in access.addresses",
+                            request.address)
+                return REJECT_NO_REASON
+        if self._calling and request.calling_ae_title not in self._calling:
+            log.warning("association from %s (%s) rejected: calling AE title not in "
+                        "access.calling_ae_titles", request.calling_ae_title, request.address)
+            return REJECT_CALLING_AE_TITLE
+        if (self.config.access.check_called_ae_title
+                and request.called_ae_title != self.config.node.ae_title):
+            log.warning("association from %s (%s) rejected: called AE title %s is not "
+                        "node.ae_title", request.calling_ae_title, request.address,
+                        request.called_ae_title)
+            return REJECT_CALLED_AE_TITLE
+        return None
+
+    def on_accepted(self, request: AssociationRequest) -> None:
+        log.info("association accepted from %s (%s)", request.calling_ae_title,
+                 request.address)
         metrics.inc("radnode_associations_total", result="accepted")
 
-    def _on_rejected(self, event: Event) -> None:
-        requestor = event.assoc.requestor
-        log.warning(
-            "association from %s (%s) rejected: calling or called AE title not allowed",
-            requestor.ae_title, requestor.address,
-        )
-        metrics.inc("radnode_associations_total", result="rejected")
+    def on_aborted(self, request: AssociationRequest) -> None:
+        log.warning("association from %s aborted", request.address)
 
-    def _on_aborted(self, event: Event) -> None:
-        log.warning("association from %s aborted", event.assoc.requestor.address)
-
-    def _on_echo(self, event: Event) -> int:
+    def on_echo(self, request: AssociationRequest) -> int:
         return status.SUCCESS
 
     # -- C-STORE ---------------------------------------------------------------------------
 
-    def _on_store(self, event: Event) -> int:
-        calling = event.assoc.requestor.ae_title
+    def on_store(self, request: StoreRequest) -> _Instance | int:
+        calling = request.association.calling_ae_title
+        instance = request.command.affected_sop_instance_uid
+        if str(request.context.abstract_syntax) == VERIFICATION:
+            log.error("refused %s from %s: C-STORE on the Verification context",
+                      instance or "instance", calling)
+            return status.SOP_CLASS_NOT_SUPPORTED
+        floor = self.config.storage.min_free_mb * 1024 * 1024
         try:
-            return self._store(event, calling)
+            if floor and self.spool.free_bytes() < floor:
+                log.error(
+                    "refused %s from %s: spool free space below storage.min_free_mb (%d MB)",
+                    instance, calling, self.config.storage.min_free_mb,
+                )
+                return status.OUT_OF_RESOURCES
+            return _Instance(self, request)
         except Exception:
             log.exception("storing an instance from %s failed unexpectedly", calling)
             return status.OUT_OF_RESOURCES
 
-    def _store(self, event: Event, calling: str) -> int:
-        request = event.request
-        req_class = str(request.AffectedSOPClassUID or "")
-        req_instance = str(request.AffectedSOPInstanceUID or "")
-        floor = self.config.storage.min_free_mb * 1024 * 1024
-        if floor and self.spool.free_bytes() < floor:
-            log.error(
-                "refused %s from %s: spool free space below storage.min_free_mb (%d MB)",
-                req_instance, calling, self.config.storage.min_free_mb,
-            )
-            return status.OUT_OF_RESOURCES
-        syntax = event.context.transfer_syntax
-        stream = event.request.DataSet.getbuffer()
+
+class _Instance:
+    """One C-STORE's dataset on its way into the spool: written under the spool's temporary
+    folder behind its file header as it arrives, checked, then committed or discarded."""
+
+    def __init__(self, scp: StorageSCP, request: StoreRequest) -> None:
+        self.scp = scp
+        self.request = request
+        command = request.command
+        self.file: SpoolFile | None = scp.spool.open()
+        head = file_header(command.affected_sop_class_uid, command.affected_sop_instance_uid,
+                           request.transfer_syntax, request.association.calling_ae_title)
+        self.head_size = len(head)
+        self.file.write(head)
+
+    def write(self, data: memoryview) -> None:
+        if self.file is not None:
+            self.file.write(data)
+
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.discard()
+            self.file = None
+
+    def finish(self) -> int:
+        calling = self.request.association.calling_ae_title
         try:
-            data = stream
+            return self._finish(calling)
+        except Exception:
+            log.exception("storing an instance from %s failed unexpectedly", calling)
+            return status.OUT_OF_RESOURCES
+        finally:
+            self.discard()  # no-op once committed
+
+    def _identity(self, syntax: UID) -> dict[int, bytes]:
+        """Check the dataset as written (mapped, not read back) and return its identity."""
+        assert self.file is not None
+        mapped = self.file.map()
+        assert mapped is not None  # the header is there
+        data: bytes | memoryview = memoryview(mapped)[self.head_size:]
+        try:
             if syntax == DeflatedExplicitVRLittleEndian:
-                data = _inflate(stream)
-            found = check_encoding(data, syntax.is_implicit_VR, syntax.is_little_endian,
-                                   _IDENTITY_TAGS)
+                data = _inflate(data)
+            return check_encoding(data, syntax.is_implicit_VR, syntax.is_little_endian,
+                                  _IDENTITY_TAGS)
+        finally:
+            del data
+            with contextlib.suppress(BufferError):  # a view outlives the check (in a
+                mapped.close()  # traceback): the garbage collector closes it then
+
+    def _finish(self, calling: str) -> int:
+        assert self.file is not None
+        command = self.request.command
+        req_class = command.affected_sop_class_uid
+        req_instance = command.affected_sop_instance_uid
+        syntax = UID(self.request.transfer_syntax)
+        try:
+            found = self._identity(syntax)
         except (MalformedDatasetError, zlib.error) as exc:
             log.error("refused %s from %s: unreadable dataset (%s)", req_instance, calling, exc)
             return status.CANNOT_UNDERSTAND
@@ -203,12 +236,13 @@ class StorageSCP:
         except InvalidUIDError as exc:
             log.error("refused %s from %s: %s", req_instance or "instance", calling, exc)
             return status.INVALID_UID
-        if self.store.has_instance(req_instance):
+        store = self.scp.store
+        if store.has_instance(req_instance):
             log.debug("duplicate %s from %s: already stored", req_instance, calling)
             return status.SUCCESS
-        head = file_header(req_class, req_instance, syntax, calling)
-        size = self.spool.write(relative, head, stream)
-        outcome = self.store.record_instance(
+        size = self.file.commit(relative)
+        self.file = None
+        outcome = store.record_instance(
             InstanceRecord(
                 sop_instance_uid=req_instance,
                 sop_class_uid=req_class,
@@ -217,10 +251,10 @@ class StorageSCP:
                 modality=header["Modality"],
                 path=relative,
                 size=size,
-                transfer_syntax=str(event.context.transfer_syntax),
+                transfer_syntax=str(syntax),
                 calling_ae=calling,
             ),
-            late_policy=self.config.completion.late_instance_policy,
+            late_policy=self.scp.config.completion.late_instance_policy,
         )
         if outcome is not Recorded.DUPLICATE:
             metrics.inc("radnode_instances_received_total")

@@ -5,3 +5,4 @@ OUT_OF_RESOURCES = 0xA700  # spool below its free-space floor, or the store fail
 DATASET_MISMATCH = 0xA900  # dataset and request disagree on SOP class or instance
 CANNOT_UNDERSTAND = 0xC000  # dataset unreadable
 INVALID_UID = 0xC001  # a required UID is empty or malformed (would not be a safe path)
+SOP_CLASS_NOT_SUPPORTED = 0x0122  # a C-STORE on a context that is not a storage class

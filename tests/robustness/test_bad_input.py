@@ -22,6 +22,7 @@ from robustness._corpus import JOB_CASES, STORE_CASES, JobCase, StoreCase
 from robustness._support import (
     NETWORK_TIMEOUT,
     GoodSender,
+    c_store_command,
     echoscu,
     open_association,
     pdata,
@@ -165,16 +166,29 @@ def test_unknown_pdu_type_gets_an_abort(node) -> None:
 
 
 def test_pdu_length_claim_of_4GB_is_dropped_after_network_timeout(node) -> None:
-    """P-DATA-TF claiming ~4 GB, then 8 KB and silence: pynetdicom reads into a bytearray that
-    grows with what arrives, and its socket timeout (network_timeout) ends the wait."""
+    """A C-STORE whose P-DATA-TF claims ~4 GB, then 8 KB and silence: the receiver streams
+    what arrives to the spool's temporary folder (never a buffer of the claimed size), its
+    socket timeout (network_timeout) ends the wait, and the partial file is removed."""
     rss_before = peak_rss_mb(node)
     assoc, sock, context = open_association(node.port, CTImageStorage)
+    sock.sendall(pdata(context, c_store_command(CTImageStorage, "1.2.3.4.4294967280"),
+                       command=True, last=True))
     sock.sendall(pdata(context, b"\0" * 8192, command=False, last=False,
                        claimed_length=0xFFFFFFF0))
     assert echoscu(node.port).returncode == 0  # others are served meanwhile
     dropped = wait_closed(assoc, NETWORK_TIMEOUT + 10)
     assert NETWORK_TIMEOUT * 0.5 < dropped < NETWORK_TIMEOUT + 5, dropped
     assert peak_rss_mb(node) - rss_before < 64
+    assert echoscu(node.port).returncode == 0
+    assert not list((node.data_dir / "spool" / ".tmp").iterdir())
+
+
+def test_dataset_fragment_without_a_command_gets_an_abort(node) -> None:
+    """A dataset PDV with no C-STORE command before it breaks the protocol: A-ABORT at once."""
+    assoc, sock, context = open_association(node.port, CTImageStorage)
+    sock.sendall(pdata(context, b"\0" * 8192, command=False, last=True))
+    assert wait_closed(assoc, 5) < 2
+    assert assoc.is_aborted
     assert echoscu(node.port).returncode == 0
 
 
