@@ -230,6 +230,10 @@ class Association:
                                      self.settings.dimse_timeout))
             pdu_type, length = self._read_header()
             if pdu_type == P_DATA_TF:
+                limit = self.settings.max_pdu_length
+                if limit and length > limit:
+                    raise ProtocolError(f"P-DATA-TF of {length} bytes; the node takes {limit}"
+                                        " (network.max_pdu_size)")
                 self._pdata(length)
             elif pdu_type == A_RELEASE_RQ:
                 self._skip(length)

@@ -169,6 +169,7 @@ class _Instance:
         self.scp = scp
         self.request = request
         command = request.command
+        self.failed = False
         self.file: SpoolFile | None = scp.spool.open()
         head = file_header(command.affected_sop_class_uid, command.affected_sop_instance_uid,
                            request.transfer_syntax, request.association.calling_ae_title)
@@ -176,8 +177,17 @@ class _Instance:
         self.file.write(head)
 
     def write(self, data: memoryview) -> None:
-        if self.file is not None:
+        if self.file is None:
+            return
+        try:
             self.file.write(data)
+        except OSError as exc:  # disk full or failing: refuse this one, keep the association
+            log.error("refused %s from %s: writing the spool failed (%s)",
+                      self.request.command.affected_sop_instance_uid,
+                      self.request.association.calling_ae_title,
+                      exc.strerror or type(exc).__name__)
+            self.discard()
+            self.failed = True
 
     def discard(self) -> None:
         if self.file is not None:
@@ -186,6 +196,8 @@ class _Instance:
 
     def finish(self) -> int:
         calling = self.request.association.calling_ae_title
+        if self.failed:
+            return status.OUT_OF_RESOURCES
         try:
             return self._finish(calling)
         except Exception:
