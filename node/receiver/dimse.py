@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from node.receiver.part10 import decode_text, encode_uid
+
 C_STORE_RQ = 0x0001
 C_ECHO_RQ = 0x0030
 C_CANCEL_RQ = 0x0FFF
@@ -79,7 +81,7 @@ def response(request: Command, status: int) -> bytes:
     """The response command set to ``request`` (its field with bit 15 set), with no dataset."""
     elements = []
     if request.affected_sop_class_uid:
-        elements.append(_element(_AFFECTED_SOP_CLASS, _uid(request.affected_sop_class_uid)))
+        elements.append(_element(_AFFECTED_SOP_CLASS, encode_uid(request.affected_sop_class_uid)))
     elements += [
         _element(_COMMAND_FIELD, _US.pack(request.command_field | 0x8000)),
         _element(_MESSAGE_ID_BEING_RESPONDED_TO, _US.pack(request.message_id)),
@@ -88,7 +90,7 @@ def response(request: Command, status: int) -> bytes:
     ]
     if request.affected_sop_instance_uid:
         elements.append(_element(_AFFECTED_SOP_INSTANCE,
-                                 _uid(request.affected_sop_instance_uid)))
+                                 encode_uid(request.affected_sop_instance_uid)))
     body = b"".join(elements)
     return _element(0x0000, struct.pack("<L", len(body))) + body
 
@@ -97,12 +99,5 @@ def _element(elem: int, value: bytes) -> bytes:
     return _ELEMENT.pack(0x0000, elem, len(value)) + value
 
 
-def _uid(value: str) -> bytes:
-    raw = value.encode("ascii")
-    return raw + b"\0" if len(raw) % 2 else raw
-
-
 def _text(raw: memoryview | None) -> str:
-    if raw is None:
-        return ""
-    return bytes(raw).decode("ascii", errors="replace").strip("\0 ")
+    return "" if raw is None else decode_text(raw)

@@ -20,9 +20,15 @@ def _element(group: int, elem: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
 
 
-def _ui(value: str) -> bytes:
+def encode_uid(value: str) -> bytes:
+    """A UI value padded to even length with NUL (PS3.5 6.2)."""
     raw = value.encode("ascii")
     return raw + b"\0" if len(raw) % 2 else raw
+
+
+def decode_text(raw: bytes | memoryview) -> str:
+    """An ASCII value (UI, CS, AE) without its padding."""
+    return bytes(raw).decode("ascii", errors="replace").strip("\0 ")
 
 
 def _text(value: str) -> bytes:
@@ -35,10 +41,10 @@ def file_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: 
     """Preamble, prefix and File Meta Information for a dataset stored as received."""
     body = b"".join((
         _element(2, 0x0001, b"OB", b"\x00\x01"),
-        _element(2, 0x0002, b"UI", _ui(sop_class_uid)),
-        _element(2, 0x0003, b"UI", _ui(sop_instance_uid)),
-        _element(2, 0x0010, b"UI", _ui(transfer_syntax_uid)),
-        _element(2, 0x0012, b"UI", _ui(IMPLEMENTATION_CLASS_UID)),
+        _element(2, 0x0002, b"UI", encode_uid(sop_class_uid)),
+        _element(2, 0x0003, b"UI", encode_uid(sop_instance_uid)),
+        _element(2, 0x0010, b"UI", encode_uid(transfer_syntax_uid)),
+        _element(2, 0x0012, b"UI", encode_uid(IMPLEMENTATION_CLASS_UID)),
         _element(2, 0x0013, b"SH", _text(IMPLEMENTATION_VERSION_NAME)),
         _element(2, 0x0016, b"AE", _text(source_ae_title)) if source_ae_title else b"",
     ))

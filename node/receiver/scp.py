@@ -28,7 +28,7 @@ from node.receiver.negotiation import (
     REJECT_NO_REASON,
     AssociationRequest,
 )
-from node.receiver.part10 import file_header
+from node.receiver.part10 import decode_text, file_header
 from node.receiver.server import AssociationServer
 from node.receiver.spool import InvalidUIDError, Spool, SpoolFile
 from node.receiver.structure import MalformedDatasetError, check_encoding
@@ -233,7 +233,7 @@ class _Instance:
         except (MalformedDatasetError, zlib.error) as exc:
             log.error("refused %s from %s: unreadable dataset (%s)", req_instance, calling, exc)
             return status.CANNOT_UNDERSTAND
-        header = {keyword: _text(found.get(tag, b"")) for tag, keyword in _IDENTITY.items()}
+        header = {keyword: decode_text(found.get(tag, b"")) for tag, keyword in _IDENTITY.items()}
         if header["SOPClassUID"] != req_class or header["SOPInstanceUID"] != req_instance:
             log.error(
                 "refused %s from %s: dataset SOP class/instance (%s, %s) differ from the request"
@@ -312,6 +312,3 @@ def _inflate(stream: bytes | memoryview) -> bytes:
             break
     return zlib.decompress(stream, -zlib.MAX_WBITS)
 
-
-def _text(raw: bytes) -> str:
-    return raw.decode("ascii", errors="replace").strip("\0 ")
