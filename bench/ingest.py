@@ -58,10 +58,17 @@ def send(port: int, aec: str, files: list[Path]) -> float:
     return time.perf_counter() - start
 
 
+def clear(folder: Path) -> None:
+    """Empty ``folder`` and sync, so the last run's deletions (and, with the `discard` mount
+    option, their TRIM) are not paid by the first fsync of the next one."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    os.sync()
+
+
 def run_storescp(files: list[Path], work: Path) -> float:
     out = work / "storescp"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir()
+    clear(out)
     port = free_port()
     proc = subprocess.Popen(["/usr/bin/storescp", "-od", str(out), str(port)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -77,8 +84,7 @@ def run_storescp(files: list[Path], work: Path) -> float:
 
 def run_node(files: list[Path], work: Path, fsync: bool) -> float:
     data = work / "node"
-    shutil.rmtree(data, ignore_errors=True)
-    data.mkdir()
+    clear(data)
     port = free_port()
     config = data / "config.toml"
     config.write_text(
@@ -104,7 +110,7 @@ def run_node(files: list[Path], work: Path, fsync: bool) -> float:
 def run_disk_alone(files: list[Path], work: Path) -> float:
     """The spool's durable writes of the same files, without a network."""
     root = work / "disk"
-    shutil.rmtree(root, ignore_errors=True)
+    clear(root)
     spool = Spool(root, fsync=True)
     data = [f.read_bytes() for f in files]
     start = time.perf_counter()
