@@ -30,7 +30,7 @@ from node.results import (
     read_sources,
     write_dataset,
 )
-from node.results.segments import segment_tracking_uid
+from node.results.segments import present_labels, segment_tracking_uid
 from node.synthetic import SeriesGeometry, ball, write_enhanced
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -194,3 +194,15 @@ def test_enhanced_multiframe_source_with_frames_out_of_order(tmp_path):
     segimage2itkimage(written.path)
     back = read_segmentation(written.path, volume.sources)
     np.testing.assert_array_equal(back.label_map(), label_map)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+def test_present_labels_are_the_nonzero_values_of_the_map(dtype):
+    rng = np.random.default_rng(7)
+    sparse = np.zeros((20, 16, 16), dtype=dtype)
+    sparse[3, 4, 5], sparse[19, 15, 15], sparse[9, 0, 0] = 7, 2, 300 if dtype != np.uint8 else 9
+    dense = rng.integers(0, 6, size=(17, 8, 8)).astype(dtype)  # a chunk of 8 slices is left over
+    for label_map in (sparse, dense, np.zeros((9, 4, 4), dtype=dtype),
+                      np.zeros((0, 4, 4), dtype=dtype)):
+        expected = [int(v) for v in np.unique(label_map) if v != 0]
+        assert present_labels(label_map) == expected
