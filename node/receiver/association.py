@@ -148,7 +148,7 @@ class Association:
         self.request: AssociationRequest | None = None
         self.contexts: dict[int, PresentationContext] = {}
         self._incoming: _Incoming | None = None
-        self._buffer = memoryview(bytearray(_CHUNK))
+        self._buffer = memoryview(b"")  # allocated once established (max_associations bound it)
         self._header = memoryview(bytearray(_HEADER.size))
 
     def run(self) -> None:
@@ -223,6 +223,7 @@ class Association:
     # -- data transfer -------------------------------------------------------------------
 
     def _serve(self) -> None:
+        self._buffer = memoryview(bytearray(_CHUNK))
         while True:
             idle = self._incoming is None
             self.sock.settimeout(self.settings.network_timeout if idle else
