@@ -4,10 +4,9 @@ Both receivers get the same series over loopback with TCP_NODELAY=1 (without it 
 40 ms delayed ACK per image). Each receiver starts empty for every run; the median of the runs
 is reported with the ratio node / storescp. Goal: node (fsync on) within 1.5x of storescp.
 
-storescp never fsyncs, so the benchmark also times the disk alone: the node's spool writing the
-same files durably (temporary name, fdatasync, rename, folder fsync) with no network. storescu
-sends an instance only after the answer to the one before, so storescp's time plus that is the
-least a receiver needs that stores each instance durably as its own file before answering.
+storescp never fsyncs, so the benchmark also times the disk alone, for context: the node's spool
+writing the same files durably (temporary name, fdatasync, rename, folder fsync) with no
+network. On a virtual disk it varies with the host's load, and with it the fsync run.
 
     python bench/ingest.py [--slices 300] [--runs 3]
 """
@@ -147,9 +146,6 @@ def main() -> int:
         median = statistics.median(times)
         print(f"  {name:14s} {median:6.2f} s  ({len(files) / median:5.0f} images/s)  "
               f"ratio {median / base:4.2f}  runs: {', '.join(f'{t:.2f}' for t in times)}")
-    floor = base + statistics.median(results["disk alone"])
-    print(f"  storescp + disk alone = {floor:.2f} s: the least a receiver needs here that"
-          f" stores each instance durably before Success ({floor / base:.2f}x storescp)")
     ratio = statistics.median(results["node fsync"]) / base
     print(f"goal: node with fsync within 1.5x of storescp: {'met' if ratio <= 1.5 else 'NOT met'}"
           f" ({ratio:.2f}x)")
