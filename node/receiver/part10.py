@@ -21,8 +21,9 @@ def _element(group: int, elem: int, vr: bytes, value: bytes) -> bytes:
 
 
 def encode_uid(value: str) -> bytes:
-    """A UI value padded to even length with NUL (PS3.5 6.2)."""
-    raw = value.encode("ascii")
+    """A UI value padded to even length with NUL (PS3.5 6.2); a character that is not ASCII
+    (only in a request that is then refused) becomes '?'."""
+    raw = value.encode("ascii", errors="replace")
     return raw + b"\0" if len(raw) % 2 else raw
 
 

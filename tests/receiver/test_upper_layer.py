@@ -216,3 +216,14 @@ def test_pdu_above_max_pdu_size_gets_an_abort(node_factory, instance) -> None:
     assert pdu_type == 0x07 and raw[9] == 0x06  # A-ABORT, invalid PDU parameter value
     assert not list((node.data_dir / "spool" / ".tmp").iterdir())
     assert "network.max_pdu_size" in node.log()
+
+
+def test_request_uid_that_is_not_ascii_is_refused_as_a_mismatch(node_factory, instance) -> None:
+    node = node_factory()
+    peer = RawPeer(node.port, CTImageStorage)
+    _, data = _dataset_bytes(instance)
+    peer.send(pdata(1, c_store_command(CTImageStorage, "1.2.\u00e9.4"), True, True))
+    peer.send(pdata(1, data, command=False, last=True))
+    assert peer.response().Status == 0xA900
+    assert peer.release() == 0x06
+    assert "Traceback" not in node.log()
