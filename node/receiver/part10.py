@@ -33,7 +33,7 @@ def decode_text(raw: bytes | memoryview) -> str:
 
 
 def _text(value: str) -> bytes:
-    raw = value.encode("ascii")
+    raw = value.encode("ascii", errors="replace")
     return raw + b" " if len(raw) % 2 else raw
 
 
