@@ -173,10 +173,14 @@ class Association:
             log.exception("association from %s failed unexpectedly", self.address[0])
             self._abort(ABORT_NOT_SPECIFIED)
         finally:
-            if self._incoming is not None and self._incoming.sink is not None:
-                self._incoming.sink.discard()
-            self._incoming = None
+            self._drop_incoming()
             _close(self.sock)
+
+    def _drop_incoming(self) -> None:
+        """Discard a message cut off by abort or close (its partial spool file with it)."""
+        if self._incoming is not None and self._incoming.sink is not None:
+            self._incoming.sink.discard()
+        self._incoming = None
 
     # -- association establishment -------------------------------------------------------
 
@@ -363,6 +367,7 @@ class Association:
             length -= len(view)
 
     def _abort(self, reason: int) -> None:
+        self._drop_incoming()  # before the peer can see the abort
         try:
             self.sock.settimeout(1.0)
             self.sock.sendall(bytes((A_ABORT, 0, 0, 0, 0, 4, 0, 0, 0x02, reason)))

@@ -27,7 +27,6 @@ _MESSAGE_ID_BEING_RESPONDED_TO = 0x0120
 _COMMAND_DATASET_TYPE = 0x0800
 _STATUS = 0x0900
 _AFFECTED_SOP_INSTANCE = 0x1000
-_MOVE_ORIGINATOR_AE = 0x1030
 
 
 class CommandError(ValueError):
@@ -43,7 +42,6 @@ class Command:
     has_dataset: bool
     affected_sop_class_uid: str = ""
     affected_sop_instance_uid: str = ""
-    move_originator_ae_title: str = ""
 
 
 def read_command(data: bytes | bytearray | memoryview) -> Command:
@@ -73,7 +71,6 @@ def read_command(data: bytes | bytearray | memoryview) -> Command:
         has_dataset=_US.unpack(values[_COMMAND_DATASET_TYPE])[0] != NO_DATASET,
         affected_sop_class_uid=_text(values.get(_AFFECTED_SOP_CLASS)),
         affected_sop_instance_uid=_text(values.get(_AFFECTED_SOP_INSTANCE)),
-        move_originator_ae_title=_text(values.get(_MOVE_ORIGINATOR_AE)),
     )
 
 

@@ -16,6 +16,7 @@ import ssl
 import zlib
 
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pynetdicom.sop_class import Verification
 
 from node import metrics
 from node.config import Config
@@ -35,9 +36,6 @@ from node.receiver.structure import MalformedDatasetError, check_encoding
 from node.store.jobstore import InstanceRecord, JobStore, Recorded
 
 log = logging.getLogger("radnode.receiver")
-
-VERIFICATION = "1.2.840.10008.1.1"
-
 
 class StorageSCP:
     """The node's DICOM listener: start() returns at once, stop() closes it."""
@@ -143,7 +141,7 @@ class StorageSCP:
     def on_store(self, request: StoreRequest) -> _Instance | int:
         calling = request.association.calling_ae_title
         instance = request.command.affected_sop_instance_uid
-        if str(request.context.abstract_syntax) == VERIFICATION:
+        if request.context.abstract_syntax == Verification:
             log.error("refused %s from %s: C-STORE on the Verification context",
                       instance or "instance", calling)
             return status.SOP_CLASS_NOT_SUPPORTED

@@ -165,10 +165,19 @@ def test_unknown_pdu_type_gets_an_abort(node) -> None:
     assert echoscu(node.port).returncode == 0
 
 
-def test_pdu_length_claim_of_4GB_is_dropped_after_network_timeout(node) -> None:
+def test_pdu_length_claim_of_4GB_is_dropped_after_network_timeout(tmp_path) -> None:
     """A C-STORE whose P-DATA-TF claims ~4 GB, then 8 KB and silence: the receiver streams
     what arrives to the spool's temporary folder (never a buffer of the claimed size), its
-    socket timeout (network_timeout) ends the wait, and the partial file is removed."""
+    socket timeout (network_timeout) ends the wait, and the partial file is removed. A node of
+    its own: the module's node has the good sender's files passing through that folder."""
+    node = start_node(tmp_path / "node")
+    try:
+        _claim_4gb(node)
+    finally:
+        node.kill()
+
+
+def _claim_4gb(node) -> None:
     rss_before = peak_rss_mb(node)
     assoc, sock, context = open_association(node.port, CTImageStorage)
     sock.sendall(pdata(context, c_store_command(CTImageStorage, "1.2.3.4.4294967280"),
