@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -80,13 +81,21 @@ class NodeProcess:
             f.write(f"\n[[destinations]]\nname = {toml_value(name)}\n"
                     f"ae_title = {toml_value(ae_title)}\nhost = \"127.0.0.1\"\nport = {port}\n")
 
-    def start(self, timeout: float = 20.0) -> NodeProcess:
+    def start(self, timeout: float = 20.0, file_size_limit: int | None = None) -> NodeProcess:
+        """``file_size_limit`` (RLIMIT_FSIZE, bytes) makes the node's larger writes fail for
+        real, with EFBIG (Python ignores SIGXFSZ)."""
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+        def limit() -> None:
+            if file_size_limit is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "node", "serve", "-c", str(self.config)],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+            preexec_fn=limit,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

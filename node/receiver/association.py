@@ -13,6 +13,7 @@ import contextlib
 import logging
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -139,7 +140,7 @@ class Association:
 
     def __init__(self, sock: socket.socket, address: tuple[str, int],
                  settings: AssociationSettings, handlers: AssociationHandlers,
-                 admit: AdmitFunction) -> None:
+                 admit: Callable[[Association], bool]) -> None:
         self.sock = sock
         self.address = address
         self.settings = settings
@@ -335,10 +336,10 @@ class Association:
     def _respond(self, context_id: int, request: dimse.Command, status: int) -> None:
         data = dimse.response(request, status)
         assert self.request is not None
-        limit = self.request.max_pdu_length - 6 if self.request.max_pdu_length else len(data)
+        step = max(self.request.max_pdu_length - 6, 1) if self.request.max_pdu_length else len(data)
         pdus = []
-        for start in range(0, len(data), max(limit, 1)):
-            piece = data[start:start + max(limit, 1)]
+        for start in range(0, len(data), step):
+            piece = data[start:start + step]
             control = 0x01 | (0x02 if start + len(piece) >= len(data) else 0)
             pdv = _PDV_HEADER.pack(len(piece) + 2, context_id, control) + piece
             pdus.append(_HEADER.pack(P_DATA_TF, 0, len(pdv)) + pdv)
@@ -373,10 +374,6 @@ class Association:
             self.sock.sendall(bytes((A_ABORT, 0, 0, 0, 0, 4, 0, 0, 0x02, reason)))
         except OSError:
             pass
-
-
-class AdmitFunction(Protocol):
-    def __call__(self, association: Association) -> bool: ...
 
 
 def _close(sock: socket.socket) -> None:

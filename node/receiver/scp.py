@@ -167,7 +167,6 @@ class _Instance:
         self.scp = scp
         self.request = request
         command = request.command
-        self.failed = False
         self.file: SpoolFile | None = scp.spool.open()
         head = file_header(command.affected_sop_class_uid, command.affected_sop_instance_uid,
                            request.transfer_syntax, request.association.calling_ae_title)
@@ -185,7 +184,6 @@ class _Instance:
                       self.request.association.calling_ae_title,
                       exc.strerror or type(exc).__name__)
             self.discard()
-            self.failed = True
 
     def discard(self) -> None:
         if self.file is not None:
@@ -194,7 +192,7 @@ class _Instance:
 
     def finish(self) -> int:
         calling = self.request.association.calling_ae_title
-        if self.failed:
+        if self.file is None:  # a write failed (and was logged)
             return status.OUT_OF_RESOURCES
         try:
             return self._finish(calling)

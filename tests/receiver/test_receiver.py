@@ -220,6 +220,20 @@ def test_disk_space_floor_gets_A700(node_factory, ct_series) -> None:
     assert "storage.min_free_mb" in node.log()
 
 
+def test_failing_spool_write_gets_A700_and_the_association_goes_on(node_factory, ct_series,
+                                                                    tmp_path) -> None:
+    """A write that really fails (a 300 KB file-size limit on the node process, so a 512x512
+    slice cannot be written): 0xA700, no partial file left, and a small instance sent next on
+    the same association is stored."""
+    small = write_series(tmp_path / "small", SeriesGeometry(rows=64, columns=64, slices=1))
+    node = node_factory({"node": {"log_level": "INFO"}}, start=False)
+    node.start(file_size_limit=300_000)
+    assert scu_statuses(node.port, [ct_series[0], small[0]]) == [0xA700, 0x0000]
+    assert node.store().count_instances() == 1
+    assert "writing the spool failed" in node.log()
+    assert not list((node.data_dir / "spool" / ".tmp").iterdir())
+
+
 def test_calling_ae_allow_list(node_factory, ct_series) -> None:
     node = node_factory({"access": {"calling_ae_titles": ["MODALITY1"]}})
     denied = storescu(node.port, ct_series[:1], "-aet", "INTRUDER")
