@@ -5,6 +5,8 @@ checked without sleeping; the network is real."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -150,6 +152,49 @@ def test_rejecting_pacs_is_not_hammered(tmp_path: Path, store: JobStore, pacs) -
     assert {(i.state, i.attempts) for i in items} == {("pending", 0)}
     assert all("association rejected" in (i.last_error or "") for i in items)
     assert pacs.received() == []
+
+
+def test_a_peer_that_rejects_and_closes_at_once_is_reported_as_rejecting(
+        tmp_path: Path, store: JobStore) -> None:
+    # A-ASSOCIATE-RJ the moment the connection opens, then close, as Orthanc does on a busy
+    # host: pynetdicom alone calls about 1 in 4 of these an abort (it sees the closed socket
+    # before it hands on the rejection), so sixty rounds all but certainly show a regression.
+    server = socket.create_server(("127.0.0.1", 0))
+    rejected = []
+
+    def reject_each() -> None:
+        with server:
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:  # the listener was closed: the test is over
+                    return
+                with conn:
+                    conn.sendall(bytes((0x03, 0, 0, 0, 0, 4, 0, 1, 1, 7)))  # called AE unknown
+                    conn.settimeout(2)
+                    rejected.append(conn.recv(1)[:1] == b"\x01")  # then its A-ASSOCIATE-RQ
+
+    peer = threading.Thread(target=reject_each, daemon=True)
+    peer.start()
+    destination = {"name": "pacs", "kind": "dicom", "ae_title": "PACS", "host": "127.0.0.1",
+                   "port": server.getsockname()[1]}
+    config = make_config(tmp_path, [destination], initial_backoff_seconds=1.0,
+                         max_backoff_seconds=1.0, max_attempts=100)
+    sender = Sender(config, store)
+    t0 = time.time()
+    queue(store, "pacs", make_objects(tmp_path / "obj", 1), t0)
+
+    errors = []
+    try:
+        for k in range(60):
+            assert sender.run_once(t0 + k).connections == 1
+            errors.append(store.outbox_items()[0].last_error)
+    finally:
+        server.close()
+
+    assert len(rejected) == 60 and all(rejected)
+    assert all(e.startswith("association rejected by PACS@127.0.0.1") and
+               "Called AE title not recognised" in e for e in errors), set(errors)
 
 
 def test_failure_status_is_charged_to_that_object_only(tmp_path: Path, store: JobStore,
