@@ -198,9 +198,8 @@ def _association_failure(assoc: Association, target: DicomTarget, connected: boo
     if not connected:
         return f"cannot connect to {target}: refused, unreachable or timed out" + (
             " (or the TLS handshake failed)" if target.tls else "")
-    primitive = getattr(assoc.acceptor, "primitive", None)
-    rejection = rejections[0] if rejections else primitive if assoc.is_rejected else None
-    if rejection is not None:
+    if rejections:  # pynetdicom decodes every A-ASSOCIATE-RJ (EVT_PDU_RECV) before it reports it
+        rejection = rejections[0]
         return (f"association rejected by {target}: {rejection.result_str}, "
                 f"source {rejection.source_str}, reason {rejection.reason_str}")
     if assoc.is_aborted:
