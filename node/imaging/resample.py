@@ -153,6 +153,68 @@ def resample(
                         default_value)
 
 
+def resize_nearest(volume: Volume, size: Sequence[int]) -> Volume:
+    """``volume`` resized to ``size`` (i, j, k) voxels over the same field of view, each voxel
+    taking its nearest source voxel.
+
+    The index arithmetic is PyTorch's ``interpolate(mode="nearest-exact")``: source index
+    ``floor((d + 0.5) * in / out)`` with the scale in single precision, the product rounded to
+    single precision (checked against torch 2.13 for every size 1-512 to and from 128 and 256),
+    so networks trained with it see the
+    same voxels; it is also SimpleITK's nearest neighbour away from exact ties.
+    """
+    size_ijk = tuple(int(s) for s in size)
+    array = volume.array
+    for axis_ijk, n_out in enumerate(size_ijk):
+        axis = 2 - axis_ijk
+        array = np.take(array, nearest_exact_indices(array.shape[axis], n_out), axis=axis)
+    return _resized(volume, np.ascontiguousarray(array), size_ijk)
+
+
+def nearest_exact_indices(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each of ``n_out`` voxels, as torch's nearest-exact computes it."""
+    scale = np.float64(np.float32(n_in) / np.float32(n_out))  # torch's float scale
+    position = ((np.arange(n_out, dtype=np.float64) + 0.5) * scale).astype(np.float32)
+    return np.minimum(np.floor(position).astype(np.int64), n_in - 1)
+
+
+def _resized(volume: Volume, array: np.ndarray, size_ijk: tuple[int, ...]) -> Volume:
+    """``array`` on the grid of ``size_ijk`` voxels covering ``volume``'s field of view."""
+    scale = np.asarray(volume.shape_ijk, dtype=np.float64) / np.asarray(size_ijk, dtype=np.float64)
+    return Volume(
+        array=array,
+        spacing=tuple(np.asarray(volume.spacing) * scale),
+        origin=tuple(volume.index_to_patient(0.5 * scale - 0.5)),
+        direction=volume.direction.copy(),
+        modality=volume.modality,
+        frame_of_reference_uid=volume.frame_of_reference_uid,
+    )
+
+
+def conform_grid(volume: Volume, size: Sequence[int], spacing: Sequence[float], code: str
+                 ) -> Volume:
+    """An empty grid as FreeSurfer conforms: ``size`` voxels (i, j, k) of ``spacing`` mm, axes
+    exactly along ``code``, voxel ``size / 2`` at the patient point of the source's voxel
+    ``shape / 2`` (FreeSurfer's centre of the field of view, ``c_ras``)."""
+    axes = _check_code(code)
+    direction = np.zeros((3, 3))
+    for t, (w, sign) in enumerate(axes):
+        direction[w, t] = sign
+    centre = volume.index_to_patient(np.asarray(volume.shape_ijk, dtype=np.float64) / 2)
+    half = np.asarray(size, dtype=np.float64) / 2 * np.asarray(spacing, dtype=np.float64)
+    origin = centre - direction @ half
+    return Volume(array=np.zeros((1, 1, 1), np.uint8), spacing=tuple(spacing),
+                  origin=tuple(origin), direction=direction)
+
+
+def resample_onto(volume: Volume, grid: Volume, size: Sequence[int],
+                  interpolation: Interpolation = "linear", default_value: float | None = None
+                  ) -> Volume:
+    """``volume`` on ``grid``'s geometry (spacing, origin, direction) with ``size`` voxels."""
+    return _resample_to(volume, grid, tuple(int(s) for s in size), interpolation,  # type: ignore[arg-type]
+                        default_value)
+
+
 def resample_like(
     volume: Volume,
     reference: Volume,

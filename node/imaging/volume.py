@@ -87,3 +87,17 @@ class Volume:
             sources=self.sources,
             frame_of_reference_uid=self.frame_of_reference_uid,
         )
+
+    def crop(self, box: tuple[slice, slice, slice]) -> Volume:
+        """The sub-volume of array slices ``box`` ([k, j, i], steps of 1), with its own origin."""
+        starts = [b.indices(n)[0] for b, n in zip(box, self.array.shape, strict=True)]
+        k0, j0, i0 = starts
+        return Volume(
+            array=self.array[box],
+            spacing=self.spacing,
+            origin=tuple(self.index_to_patient(np.array([i0, j0, k0], dtype=np.float64))),
+            direction=self.direction.copy(),
+            modality=self.modality,
+            frame_of_reference_uid=self.frame_of_reference_uid,
+        )
+

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from node.inference.manifest import LAYOUTS_2D, Manifest, ManifestError, load_manifest
+from node.inference.manifest import LAYOUTS_2D, Manifest, ManifestError, Stage, load_manifest
 from node.inference.runtime import _quiet_onnxruntime
 
 _ORT_TYPES = {
@@ -57,21 +57,28 @@ def check_model(folder: str | Path, templates_dir: str | Path | None = None) -> 
         problem(f"name {manifest.name!r} differs from the folder name {folder.name!r}")
     for message in _report_problems(manifest, templates_dir):
         problem(message)
-    onnx_path = folder / "model.onnx"
-    if not onnx_path.is_file():
-        problem("model.onnx is missing")
-        return out
+    if manifest.after and not (folder.parent / manifest.after / "model.toml").is_file():
+        problem(f"after: no model package {manifest.after!r} beside this one")
     _quiet_onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        problem(f"model.onnx cannot be loaded by onnxruntime: {str(exc).splitlines()[0][:300]}")
-        return out
-    for message in graph_problems(manifest, session.get_inputs(), session.get_outputs()):
-        problem(message)
+    for stage in manifest.stages:
+        where = "" if len(manifest.stages) == 1 else f"stage {stage.name}: "
+        onnx_path = folder / stage.file
+        if not onnx_path.is_file():
+            problem(f"{where}{stage.file} is missing")
+            continue
+        try:
+            session = ort.InferenceSession(str(onnx_path), options,
+                                           providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            problem(f"{where}{stage.file} cannot be loaded by onnxruntime: "
+                    f"{str(exc).splitlines()[0][:300]}")
+            continue
+        for message in graph_problems(manifest, session.get_inputs(), session.get_outputs(),
+                                      stage):
+            problem(where + message)
     return out
 
 
@@ -94,10 +101,13 @@ def _report_problems(manifest: Manifest, templates_dir: str | Path | None) -> li
     return [f"sr_template {manifest.sr_template!r}: {p}" for p in template.check_manifest(manifest)]
 
 
-def graph_problems(manifest: Manifest, inputs: list, outputs: list) -> list[str]:
-    """What the ONNX inputs/outputs (onnxruntime NodeArg lists) contradict in the manifest."""
+def graph_problems(manifest: Manifest, inputs: list, outputs: list,
+                   stage: Stage | None = None) -> list[str]:
+    """What the ONNX inputs/outputs (onnxruntime NodeArg lists) of ``stage`` (default: the last)
+    contradict in the manifest."""
     found: list[str] = []
-    spec, out = manifest.input, manifest.output
+    stage = stage or manifest.stages[-1]
+    spec, out = stage.input, stage.output
     by_name = {i.name: i for i in inputs}
     if spec.name not in by_name:
         found.append(f"input.name {spec.name!r} is not a graph input (graph inputs: "
@@ -106,13 +116,13 @@ def graph_problems(manifest: Manifest, inputs: list, outputs: list) -> list[str]
         extra = sorted(set(by_name) - {spec.name})
         if extra:
             found.append(f"the graph has other inputs the node cannot feed: {', '.join(extra)}")
-        found += _input_problems(manifest, by_name[spec.name])
+        found += _input_problems(stage, by_name[spec.name])
     outs = {o.name: o for o in outputs}
     if out.name not in outs:
         found.append(f"output.name {out.name!r} is not a graph output (graph outputs: "
                      f"{', '.join(sorted(outs))})")
     else:
-        found += _output_problems(manifest, outs[out.name])
+        found += _output_problems(manifest, stage, outs[out.name])
     return found
 
 
@@ -120,8 +130,8 @@ def _dims(arg) -> list[int | None]:
     return [d if isinstance(d, int) and d > 0 else None for d in arg.shape]
 
 
-def _input_problems(manifest: Manifest, arg) -> list[str]:
-    spec, run = manifest.input, manifest.run
+def _input_problems(stage: Stage, arg) -> list[str]:
+    spec, run = stage.input, stage.run
     found = []
     dtype = _ORT_TYPES.get(arg.type, arg.type)
     if dtype != spec.dtype:
@@ -143,8 +153,12 @@ def _input_problems(manifest: Manifest, arg) -> list[str]:
                      f"run.batch_size is {batch}")
     if run.mode == "sliding_window":
         wanted, key = run.patch_size, "run.patch_size"
+    elif stage.crop is not None and stage.crop.resize is not None:
+        wanted, key = stage.crop.resize, "crop.resize"
     elif spec.resize is not None:
         wanted, key = spec.resize, "input.resize"
+    elif spec.conform is not None and stage.crop is None:
+        wanted, key = tuple(reversed(spec.conform.size)), "input.conform.size"
     else:
         wanted, key = None, ""
     for axis, d in enumerate(spatial):
@@ -152,7 +166,7 @@ def _input_problems(manifest: Manifest, arg) -> list[str]:
             continue
         if wanted is None:
             found.append(f"input {arg.name!r}: spatial size is fixed ({arg.shape}); declare "
-                         "input.resize or run.patch_size to match it")
+                         "input.resize, crop.resize or run.patch_size to match it")
             break
         if d != wanted[axis]:
             found.append(f"input {arg.name!r}: {key} is {list(wanted)} but the graph fixes "
@@ -161,8 +175,8 @@ def _input_problems(manifest: Manifest, arg) -> list[str]:
     return found
 
 
-def _output_problems(manifest: Manifest, arg) -> list[str]:
-    spec, out = manifest.input, manifest.output
+def _output_problems(manifest: Manifest, stage: Stage, arg) -> list[str]:
+    spec, out = stage.input, stage.output
     found = []
     dtype = _ORT_TYPES.get(arg.type, arg.type)
     if dtype != out.dtype:
@@ -192,7 +206,10 @@ def _output_problems(manifest: Manifest, arg) -> list[str]:
         return found
     channel_axis = 1 if out.kind == "classification" or not spec.layout.endswith("C") else -1
     channels = dims[channel_axis]
-    top = max(lab.channel or 0 for lab in manifest.labels)
+    if stage.mask is not None:
+        top = stage.mask.channel
+    else:
+        top = max(lab.channel or 0 for lab in manifest.labels)
     if channels is not None and channels <= top:
         found.append(f"output {arg.name!r}: label channel {top} is declared but the graph "
                      f"gives {channels} channels")

@@ -28,16 +28,17 @@ class Predictor:
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
         self.manifest: Manifest = model.package.manifest
-        spec = self.manifest.input
+        self.stage = model.stage
+        spec = self.stage.input
         self.channels_last = spec.layout in ("NHWC", "NDHWC")
         self.dtype = _NP_DTYPES[spec.dtype]
         self.spatial = 2 if spec.layout in LAYOUTS_2D else 3
-        out = self.manifest.output
+        out = self.stage.output
         self.spatial_output = out.kind != "classification" and out.format != "boxes"
         self.labelmap = out.activation == "labelmap"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        axes = self.manifest.run.mirror_axes
+        axes = self.stage.run.mirror_axes
         if not axes:
             return self._once(batch)
         offset = 2 - (3 - self.spatial)  # spatial axis a (0=D, 1=H, 2=W) -> tensor axis
@@ -60,7 +61,7 @@ class Predictor:
     def _once(self, batch: np.ndarray) -> np.ndarray:
         x = np.moveaxis(batch, 1, -1) if self.channels_last else batch
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        (y,) = self.model.run({self.manifest.input.name: x})
+        (y,) = self.model.run({self.stage.input.name: x})
         y = np.asarray(y)
         if not self.spatial_output:
             return y
@@ -71,7 +72,7 @@ class Predictor:
             y = np.moveaxis(y, -1, 1)
         if y.ndim != self.spatial + 2 or y.shape[0] != n or y.shape[2:] != batch.shape[2:]:
             raise RuntimeError(
-                f"model {self.manifest.name}: output {self.manifest.output.name} has shape "
+                f"model {self.manifest.name}: output {self.stage.output.name} has shape "
                 f"{y.shape}; expected batch {n} and spatial size {batch.shape[2:]}"
             )
         return y if y.dtype == np.float32 or self.labelmap else y.astype(np.float32)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -21,12 +21,19 @@ DTYPES = ("float32", "float16", "int16", "uint8", "int32", "int64")
 NORMALIZATIONS = {
     "none": ((), ()),
     "window": (("center", "width"), ()),
-    "zscore": ((), ("min", "max", "mean", "std")),
+    "zscore": ((), ("min", "max", "mean", "std", "ddof")),
     "percentile": (("low", "high"), ()),
     "scale": ((), ("factor", "offset")),
+    "minmax": ((), ()),
+    "robust_range": ((), ("f_low", "f_high", "bins", "out_max")),
 }
+# Where a normalisation takes its statistics: the stage's crop (default), its whole grid before
+# the crop, the source volume, or an earlier stage's input (``stage:<name>``).
+STATISTICS_FROM = ("crop", "grid", "source")
+CONNECTIVITY = (6, 26)
+SLICE_COMBINE = ("mean", "max", "top_k_mean")
 ACTIVATIONS = {
-    "segmentation": ("softmax", "sigmoid", "labelmap"),
+    "segmentation": ("softmax", "sigmoid", "labelmap", "none"),
     "detection": ("sigmoid", "none"),
     "classification": ("softmax", "sigmoid", "none"),
 }
@@ -81,10 +88,58 @@ class Accepts:
 
 @dataclass(frozen=True)
 class Normalization:
-    """One intensity normalisation; each one makes one input channel."""
+    """One intensity normalisation; each one makes one input channel.
+
+    ``statistics`` says which voxels its statistics (percentiles, mean, range) come from;
+    ``then`` lists further steps applied after it to the same channel.
+    """
 
     kind: str = "none"
     params: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    statistics: str = "crop"
+    then: tuple[Normalization, ...] = ()
+
+
+@dataclass(frozen=True)
+class Conform:
+    """A fixed grid, as FreeSurfer conforms a T1: ``size`` voxels (i, j, k) of ``spacing`` mm in
+    ``orientation``, centred on the centre of the source's field of view."""
+
+    size: tuple[int, int, int] = (256, 256, 256)
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    orientation: str = "LIA"
+    interpolation: str = "linear"
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """A box cut from the stage's grid before normalisation, pasted back after inference.
+
+    ``source`` is ``"threshold"`` (voxels above ``fraction`` of the intensity range) or the name
+    of an earlier stage or prerequisite model whose mask gives the box. A plane belongs to the
+    box when more than ``min_plane_fraction`` of its voxels are in it. The box grows by
+    ``margin`` voxels and ``margin_fraction`` of its size on each side; with ``resize`` the crop
+    is resampled to that shape (D, H, W) and its outputs back.
+    """
+
+    source: str
+    fraction: float = 0.0
+    min_plane_fraction: float = 0.0
+    margin: int = 0
+    margin_fraction: float = 0.0
+    resize: tuple[int, int, int] | None = None
+    interpolation: str = "nearest"
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """How an earlier stage's output becomes the mask later stages read."""
+
+    channel: int = 1
+    threshold: float = 0.5
+    largest_component: bool = False
+    connectivity: int = 26
+    fill_holes: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +154,9 @@ class InputSpec:
     # Fixed size the grid is resampled to, array order: (H, W) for 2D layouts, (D, H, W) for 3D.
     resize: tuple[int, ...] | None = None
     fill_value: float | None = None  # outside the source when resampling; None = minimum
+    conform: Conform | None = None
+    resize_interpolation: str = "linear"
+    pad_multiple: int = 1  # each spatial size padded up to a multiple of this
 
     @property
     def is_2d(self) -> bool:
@@ -113,6 +171,8 @@ class RunSpec:
     overlap: float = 0.5
     gaussian_sigma: float = 0.125  # fraction of the patch size; 0 = flat blending
     mirror_axes: tuple[int, ...] = ()  # spatial axes 0=D (k), 1=H (j), 2=W (i)
+    combine: str = "mean"  # slice-wise classification: mean | max | top_k_mean
+    top_k: int = 1
 
 
 @dataclass(frozen=True)
@@ -136,6 +196,19 @@ class PostProcess:
 
 
 @dataclass(frozen=True)
+class Split:
+    """A paired structure the network does not lateralise: the label values its left and right
+    parts get, on either side of the brain's mid-sagittal plane."""
+
+    left: int
+    right: int
+
+
+LEFT = Code("7771000", "SCT", "Left")
+RIGHT = Code("24028007", "SCT", "Right")
+
+
+@dataclass(frozen=True)
 class LabelSpec:
     value: int
     name: str
@@ -144,6 +217,49 @@ class LabelSpec:
     type: Code | None = None
     colour: tuple[int, int, int] = (255, 0, 0)
     postprocess: PostProcess = PostProcess()
+    laterality: Code | None = None  # SNOMED CT Left / Right, for a split label
+    split: Split | None = None
+
+    def sides(self) -> tuple[LabelSpec, ...]:
+        """The labels a run reports for this one: itself, or its left and right parts."""
+        if self.split is None:
+            return (self,)
+        return tuple(
+            replace(self, value=value, name=f"{side.meaning} {_lower_first(self.name)}",
+                    laterality=side, split=None)
+            for value, side in ((self.split.left, LEFT), (self.split.right, RIGHT))
+        )
+
+
+def _lower_first(name: str) -> str:
+    return name[:1].lower() + name[1:] if name[1:2].islower() or len(name) == 1 else name
+
+
+@dataclass(frozen=True)
+class LabelsPostProcess:
+    """Steps on the union of every label, after each label's own ``postprocess``."""
+
+    largest_component: bool = False
+    connectivity: int = 6
+    fill_holes: bool = False
+    within: str = ""  # an earlier stage or the prerequisite model: labels outside become 0
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One network of a package: its ONNX file, grid, crop, intensities, run and output.
+
+    The last stage makes the labels; an earlier one makes a mask (``mask``) that later stages
+    may crop to, take statistics from, or keep their labels within.
+    """
+
+    name: str
+    file: str
+    input: InputSpec
+    run: RunSpec
+    output: OutputSpec
+    crop: CropSpec | None = None
+    mask: MaskSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -155,16 +271,33 @@ class Manifest:
     intended_use: str
     for_clinical_use: bool
     accepts: Accepts
-    input: InputSpec
-    run: RunSpec
-    output: OutputSpec
+    stages: tuple[Stage, ...]
     labels: tuple[LabelSpec, ...]
     sr_template: str = ""
     measurements: tuple[Mapping[str, Any], ...] = ()
     path: Path = Path("model.toml")
+    after: str = ""  # a model run first on the same volume (its mask may crop or bound this one)
+    postprocess: LabelsPostProcess = LabelsPostProcess()
+
+    @property
+    def input(self) -> InputSpec:
+        return self.stages[-1].input
+
+    @property
+    def run(self) -> RunSpec:
+        return self.stages[-1].run
+
+    @property
+    def output(self) -> OutputSpec:
+        return self.stages[-1].output
+
+    @property
+    def reported_labels(self) -> tuple[LabelSpec, ...]:
+        """The labels a run gives back: paired ones split into left and right."""
+        return tuple(side for lab in self.labels for side in lab.sides())
 
     def label(self, value: int) -> LabelSpec:
-        for spec in self.labels:
+        for spec in (*self.labels, *self.reported_labels):
             if spec.value == value:
                 return spec
         raise KeyError(value)
@@ -172,14 +305,18 @@ class Manifest:
 
 @dataclass(frozen=True)
 class ModelPackage:
-    """A model folder: its manifest and its ONNX file."""
+    """A model folder: its manifest and its ONNX file(s), one per stage."""
 
     manifest: Manifest
     directory: Path
 
     @property
     def onnx_path(self) -> Path:
-        return self.directory / "model.onnx"
+        """The last stage's graph (the one that makes the labels)."""
+        return self.directory / self.manifest.stages[-1].file
+
+    def stage_path(self, stage: Stage) -> Path:
+        return self.directory / stage.file
 
     @property
     def name(self) -> str:
@@ -222,24 +359,129 @@ def parse_manifest(raw: dict[str, Any], path: str | Path = "model.toml") -> Mani
     intended_use = top.str("intended_use")
     for_clinical_use = top.bool("for_clinical_use")
     sr_template = top.str("sr_template", "")
+    after = top.str("after", "", check=lambda v: None if _NAME.fullmatch(v) and v != name else
+                    "the name of another model package")
     accepts = _accepts(top.table("accepts"))
-    input_spec = _input(top.table("input"))
-    run = _run(top.table("run", {}), input_spec)
-    output = _output(top.table("output"))
-    if run.mirror_axes and (output.activation == "labelmap" or output.format == "boxes"):
-        top.fail("run.mirror_axes", "mirroring averages scores; not possible with "
-                 f"{'boxes' if output.format == 'boxes' else 'a label-map output'}")
-    if output.format == "boxes" and run.mode != "whole":
-        top.fail("run.mode", "box outputs need mode = 'whole'")
+    if top.has("stages"):
+        for key in ("input", "run", "output", "crop"):
+            if top.has(key):
+                top.fail(key, "with [[stages]], each stage has its own input, run, output, crop")
+        tables = top.tables("stages")
+        if not tables:
+            top.fail("stages", "must hold at least one stage")
+        stages: list[Stage] = []
+        for i, t in enumerate(tables):
+            stages.append(_stage(t, t.str("name", check=lambda v: None if _NAME.fullmatch(v)
+                                          else "letters, digits, '_', '.', '-' only"),
+                                 t.str("file"), stages, after, final=i == len(tables) - 1))
+            t.done()
+    else:
+        stages = [_stage(top, name, "model.onnx", [], after, final=True)]
+    names = [st.name for st in stages]
+    for i, st in enumerate(stages):
+        if st.name in names[:i] or st.name == after:
+            top.fail(f"stages[{i}].name", f"duplicate stage name {st.name!r}")
+    output, run = stages[-1].output, stages[-1].run
     labels = _labels(top, output)
-    measurements = _measurements(top, {lab.value for lab in labels})
+    if run.combine != "mean" and not (output.kind == "classification" and run.mode == "slicewise"):
+        top.fail("run.combine", "only for slice-wise classification")
+    postprocess = _labels_postprocess(top.table("postprocess", {}), _sources(stages[:-1], after))
+    reported = [side.value for lab in labels for side in lab.sides()]
+    measurements = _measurements(top, set(reported) | {lab.value for lab in labels})
     top.done()
     return Manifest(
         name=name, version=version, description=description, licence=licence,
         intended_use=intended_use, for_clinical_use=for_clinical_use, accepts=accepts,
-        input=input_spec, run=run, output=output, labels=labels, sr_template=sr_template,
-        measurements=measurements, path=path,
+        stages=tuple(stages), labels=labels, sr_template=sr_template,
+        measurements=measurements, path=path, after=after, postprocess=postprocess,
     )
+
+
+def _sources(earlier: list[Stage], after: str) -> tuple[str, ...]:
+    """Names of the masks a stage may use: the earlier stages' and the prerequisite model's."""
+    return tuple(st.name for st in earlier) + ((after,) if after else ())
+
+
+def _stage(t: TomlTable, name: str, file: str, earlier: list[Stage], after: str, final: bool
+           ) -> Stage:
+    """One stage from ``t`` (the top level for a one-stage package, or a ``[[stages]]`` entry)."""
+    if not file.endswith(".onnx") or "/" in file or "\\" in file:
+        t.fail("file", f"must be an .onnx file name in the package folder (got {file!r})")
+    sources = _sources(earlier, after)
+    input_spec = _input(t.table("input"), tuple(st.name for st in earlier))
+    run = _run(t.table("run", {}), input_spec)
+    output = _output(t.table("output"))
+    if run.mirror_axes and (output.activation == "labelmap" or output.format == "boxes"):
+        t.fail("run.mirror_axes", "mirroring averages scores; not possible with "
+               f"{'boxes' if output.format == 'boxes' else 'a label-map output'}")
+    if output.format == "boxes" and run.mode != "whole":
+        t.fail("run.mode", "box outputs need mode = 'whole'")
+    crop = _crop(t.table("crop"), sources, input_spec) if t.has("crop") else None
+    if crop is None:
+        t.seen.add("crop")
+    mask = None
+    if not final:
+        if output.kind != "segmentation":
+            t.fail("output.kind", "an earlier stage makes a mask: kind = 'segmentation'")
+        mask = _mask(t.table("mask", {}))
+    elif t.has("mask"):
+        t.fail("mask", "only for earlier stages (the last stage's labels are [[labels]])")
+    return Stage(name, file, input_spec, run, output, crop, mask)
+
+
+def _crop(t: TomlTable, sources: tuple[str, ...], spec: InputSpec) -> CropSpec:
+    source = t.str("source", choices=("threshold", *sources))
+    fraction = t.num("fraction", 0.0, low=0.0, high=1.0)
+    if source == "threshold" and not t.has("fraction"):
+        t.fail("fraction", "is required with source = 'threshold'")
+    resize = t.numbers("resize", 3, None, integer=True)
+    if resize is not None and spec.is_2d:
+        t.fail("resize", "crops of 2D layouts are not resized")
+    out = CropSpec(
+        source=source,
+        fraction=fraction,
+        min_plane_fraction=t.num("min_plane_fraction", 0.0, low=0.0, high=1.0),
+        margin=t.int("margin", 0),
+        margin_fraction=t.num("margin_fraction", 0.0, low=0.0, high=10.0),
+        resize=resize,
+        interpolation=t.str("interpolation", "nearest", choices=("nearest", "linear")),
+    )
+    t.done()
+    return out
+
+
+def _mask(t: TomlTable) -> MaskSpec:
+    out = MaskSpec(
+        channel=t.int("channel", 1),
+        threshold=t.num("threshold", 0.5),
+        largest_component=t.bool("largest_component", False),
+        connectivity=_connectivity(t),
+        fill_holes=t.bool("fill_holes", False),
+    )
+    t.done()
+    return out
+
+
+def _connectivity(t: TomlTable) -> int:
+    value = t.get("connectivity", 26)
+    if value not in CONNECTIVITY or isinstance(value, bool):
+        t.fail("connectivity", f"must be 6 (faces) or 26 (faces, edges, corners) (got {value!r})")
+    return int(value)
+
+
+def _labels_postprocess(t: TomlTable, sources: tuple[str, ...]) -> LabelsPostProcess:
+    within = t.str("within", "", choices=sources) if sources else t.str("within", "")
+    if within and not sources:
+        t.fail("within", "needs an earlier stage or an 'after' model")
+    out = LabelsPostProcess(
+        largest_component=t.bool("largest_component", False),
+        connectivity=_connectivity(t) if t.has("connectivity") else
+        (t.seen.add("connectivity") or 6),
+        fill_holes=t.bool("fill_holes", False),
+        within=within,
+    )
+    t.done()
+    return out
 
 
 def _where(path: Path) -> str:
@@ -267,7 +509,7 @@ def _accepts(t: TomlTable) -> Accepts:
     return out
 
 
-def _normalization(t: TomlTable) -> Normalization:
+def _normalization(t: TomlTable, stages: tuple[str, ...]) -> Normalization:
     kind = t.str("kind", choices=tuple(NORMALIZATIONS))
     required, optional = NORMALIZATIONS[kind]
     params = {k: t.num(k) for k in required}
@@ -278,13 +520,25 @@ def _normalization(t: TomlTable) -> Normalization:
         t.fail("high", "percentiles need 0 <= low < high <= 100")
     if kind == "zscore" and params.get("std", 1.0) <= 0:
         t.fail("std", "must be greater than 0")
+    if kind == "robust_range":
+        if not 0 <= params.get("f_low", 0.0) < params.get("f_high", 0.999) <= 1:
+            t.fail("f_high", "fractions need 0 <= f_low < f_high <= 1")
+        if params.get("bins", 1000) < 2 or params.get("bins", 1000) != int(params.get("bins", 2)):
+            t.fail("bins", "must be an integer >= 2")
     if "min" in params and "max" in params and params["min"] >= params["max"]:
         t.fail("max", "must be greater than min")
+    allowed = (*STATISTICS_FROM, *(f"stage:{name}" for name in stages))
+    statistics = t.str("statistics", "crop", choices=allowed)
+    then_raw = t.get("then", [])
+    if not isinstance(then_raw, list):
+        t.fail("then", "must be an array of normalisation tables")
+    then = tuple(_normalization(t.child(v, f"{t.prefix}then[{i}]."), stages)
+                 for i, v in enumerate(then_raw))
     t.done()
-    return Normalization(kind, MappingProxyType(params))
+    return Normalization(kind, MappingProxyType(params), statistics, then)
 
 
-def _input(t: TomlTable) -> InputSpec:
+def _input(t: TomlTable, stages: tuple[str, ...] = ()) -> InputSpec:
     name = t.str("name")
     layout = t.str("layout", choices=LAYOUTS_3D + LAYOUTS_2D)
     dtype = t.str("dtype", "float32", choices=DTYPES)
@@ -295,32 +549,61 @@ def _input(t: TomlTable) -> InputSpec:
         t.seen.add("spacing")
     orientation = t.str("orientation", "native")
     if orientation != "native":
-        from node.imaging.resample import _check_code
-
-        try:
-            _check_code(orientation)
-        except ValueError as exc:
-            t.fail("orientation", f"{exc}, or 'native'")
+        _orientation(t, "orientation", orientation)
     raw_norm = t.raw.get("normalize", {"kind": "none"})
     t.seen.add("normalize")
     if isinstance(raw_norm, list):
         if not raw_norm:
             t.fail("normalize", "must hold at least one table")
         norms = tuple(
-            _normalization(t.child(v, f"{t.prefix}normalize[{i}]."))
+            _normalization(t.child(v, f"{t.prefix}normalize[{i}]."), stages)
             for i, v in enumerate(raw_norm)
         )
     else:
-        norms = (_normalization(t.child(raw_norm, f"{t.prefix}normalize.")),)
+        norms = (_normalization(t.child(raw_norm, f"{t.prefix}normalize."), stages),)
     channels = t.int("channels", len(norms), low=1)
     if len(norms) not in (1, channels):
         t.fail("channels", f"is {channels} but {len(norms)} normalisations are given "
                            "(give one, copied to every channel, or one per channel)")
     resize = t.numbers("resize", 2 if layout in LAYOUTS_2D else 3, None, integer=True)
     fill_value = t.num("fill_value", None)
+    conform = _conform(t.table("conform")) if t.has("conform") else None
+    if conform is None:
+        t.seen.add("conform")
+    elif layout in LAYOUTS_2D:
+        t.fail("conform", "a conformed grid is 3D; use a 3D layout")
+    elif spacing is not None or orientation != "native" or resize is not None:
+        t.fail("conform", "replaces spacing, orientation and resize; give none of them")
+    out = InputSpec(
+        name, layout, dtype, spacing, orientation, norms, channels, resize, fill_value, conform,
+        resize_interpolation=t.str("resize_interpolation", "linear",
+                                   choices=("linear", "nearest")),
+        pad_multiple=t.int("pad_multiple", 1, low=1),
+    )
     t.done()
-    return InputSpec(name, layout, dtype, spacing, orientation, norms, channels, resize,
-                     fill_value)
+    return out
+
+
+def _orientation(t: TomlTable, key: str, code: str) -> None:
+    from node.imaging.resample import _check_code
+
+    try:
+        _check_code(code)
+    except ValueError as exc:
+        t.fail(key, f"{exc}, or 'native'")
+
+
+def _conform(t: TomlTable) -> Conform:
+    orientation = t.str("orientation", "LIA")
+    _orientation(t, "orientation", orientation)
+    out = Conform(
+        size=t.numbers("size", 3, (256, 256, 256), integer=True),
+        spacing=t.numbers("spacing", 3, (1.0, 1.0, 1.0)),
+        orientation=orientation.upper(),
+        interpolation=t.str("interpolation", "linear", choices=("linear", "nearest")),
+    )
+    t.done()
+    return out
 
 
 def _run(t: TomlTable, spec: InputSpec) -> RunSpec:
@@ -341,7 +624,11 @@ def _run(t: TomlTable, spec: InputSpec) -> RunSpec:
         overlap=t.num("overlap", 0.5, low=0.0, high=0.9),
         gaussian_sigma=t.num("gaussian_sigma", 0.125, low=0.0, high=10.0),
         mirror_axes=t.ints("mirror_axes", (), allowed=axes),
+        combine=t.str("combine", "mean", choices=SLICE_COMBINE),
+        top_k=t.int("top_k", 1, low=1),
     )
+    if out.top_k != 1 and out.combine != "top_k_mean":
+        t.fail("top_k", "only with combine = 'top_k_mean'")
     t.done()
     return out
 
@@ -398,6 +685,13 @@ def _labels(top: TomlTable, output: OutputSpec) -> tuple[LabelSpec, ...]:
         if len(colour) != 3 or not all(0 <= c <= 255 for c in colour):
             t.fail("colour", f"must be 3 integers 0..255 (got {list(colour)!r})")
         post = _postprocess(t.table("postprocess", {}))
+        split = None
+        if t.has("split"):
+            st = t.table("split")
+            split = Split(st.int("left", low=1), st.int("right", low=1))
+            st.done()
+        else:
+            t.seen.add("split")
         labels.append(LabelSpec(
             value=value,
             name=t.str("name"),
@@ -406,6 +700,7 @@ def _labels(top: TomlTable, output: OutputSpec) -> tuple[LabelSpec, ...]:
             type=_code(t, "type"),
             colour=tuple(int(c) for c in colour),  # type: ignore[arg-type]
             postprocess=post,
+            split=split,
         ))
         t.done()
     for i, lab in enumerate(labels):
@@ -416,6 +711,14 @@ def _labels(top: TomlTable, output: OutputSpec) -> tuple[LabelSpec, ...]:
                 top.fail(f"labels[{i}].name", f"duplicate label name {lab.name!r}")
             if lab.channel is not None and lab.channel == other.channel:
                 top.fail(f"labels[{i}].channel", f"channel {lab.channel} is used twice")
+    reported = [side.value for lab in labels for side in lab.sides()]
+    for i, lab in enumerate(labels):
+        if lab.split is not None and (
+            len({lab.split.left, lab.split.right}) < 2
+            or any(reported.count(v) > 1 for v in (lab.split.left, lab.split.right))
+        ):
+            top.fail(f"labels[{i}].split", "left and right need values of their own, used by "
+                     "no other label")
     return tuple(labels)
 
 

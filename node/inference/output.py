@@ -48,8 +48,11 @@ class ModelOutput:
     boxes: tuple[Box, ...] = ()
     # Classification: label value -> probability.
     class_probabilities: Mapping[int, float] = field(default_factory=dict)
+    # Slice-wise classification: each slice's probability of each label, (slices, labels).
+    slice_probabilities: np.ndarray | None = None
     timings: Timings = Timings()
     provider: str = ""
+    after: ModelOutput | None = None  # the output of the model this one ran after
 
     def label_name(self, value: int) -> str:
         return next(lab.name for lab in self.labels if lab.value == value)

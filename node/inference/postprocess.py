@@ -117,12 +117,14 @@ def _clean_one(labels: np.ndarray, lab: LabelSpec, declared: np.ndarray, voxel_m
         labels[claim] = lab.value
 
 
-def components(mask: np.ndarray, min_voxels: int = 0, largest: int = 0) -> np.ndarray:
-    """The connected components (face connectivity) of ``mask`` with at least ``min_voxels``,
-    only the ``largest`` biggest if that is > 0."""
+def components(mask: np.ndarray, min_voxels: int = 0, largest: int = 0,
+               full_connectivity: bool = False) -> np.ndarray:
+    """The connected components of ``mask`` (face connectivity, or 26 neighbours with
+    ``full_connectivity``) with at least ``min_voxels``, only the ``largest`` biggest if that
+    is > 0."""
     image = sitk.RelabelComponent(
-        sitk.ConnectedComponent(_image(mask)), minimumObjectSize=max(0, min_voxels),
-        sortByObjectSize=True,
+        sitk.ConnectedComponent(_image(mask), full_connectivity),
+        minimumObjectSize=max(0, min_voxels), sortByObjectSize=True,
     )
     ids = sitk.GetArrayFromImage(image)
     keep = ids > 0
@@ -158,3 +160,20 @@ def fill_holes(mask: np.ndarray, axial: bool = False) -> np.ndarray:
 def _image(mask: np.ndarray) -> sitk.Image:
     return sitk.GetImageFromArray(mask.view(np.uint8) if mask.dtype == np.bool_ else
                                   mask.astype(np.uint8))
+
+
+def clean_union(labels: np.ndarray, manifest: Manifest, within: np.ndarray | None = None
+                ) -> np.ndarray:
+    """The manifest's steps on the union of all labels, in place: labels outside ``within``
+    (an earlier result's mask on the same grid) become background, then only the largest
+    connected component of the union is kept, then enclosed background joins the first label."""
+    post = manifest.postprocess
+    if within is not None:
+        labels[~within.astype(bool)] = 0
+    if post.largest_component and labels.any():
+        keep = components(labels > 0, largest=1, full_connectivity=post.connectivity == 26)
+        labels[~keep] = 0
+    if post.fill_holes and labels.any():
+        holes = fill_holes(labels > 0) & (labels == 0)
+        labels[holes] = manifest.labels[0].value
+    return labels

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-from node.imaging.resample import resample
+from node.imaging.resample import conform_grid, resample, resample_onto, resize_nearest
 from node.imaging.volume import Volume
 from node.inference.manifest import InputSpec, Normalization
 
@@ -12,12 +14,19 @@ _SAMPLE = 4_000_000  # voxels used to estimate percentiles and z-score statistic
 
 
 def model_grid(spec: InputSpec, volume: Volume) -> Volume:
-    """The volume on the model's grid: orientation, then spacing, then a fixed size.
+    """The volume on the model's grid: a conformed fixed grid, or orientation, then spacing,
+    then a fixed size.
 
-    Resampling is linear; unchanged grids are passed through without interpolation.
+    Resampling is linear unless the manifest says otherwise; unchanged grids are passed through
+    without interpolation.
     """
-    direction = spec.orientation if spec.orientation != "native" else None
     fill = spec.fill_value
+    if spec.conform is not None:
+        c = spec.conform
+        grid = conform_grid(volume, c.size, c.spacing, c.orientation)
+        return resample_onto(volume, grid, c.size, c.interpolation,  # type: ignore[arg-type]
+                             0.0 if fill is None else fill)
+    direction = spec.orientation if spec.orientation != "native" else None
     out = volume
     if direction is not None or spec.spacing is not None:
         out = resample(out, spacing=spec.spacing, direction=direction, default_value=fill)
@@ -25,13 +34,24 @@ def model_grid(spec: InputSpec, volume: Volume) -> Volume:
         i_j_k = tuple(reversed(spec.resize))  # array order (H, W) or (D, H, W) to (i, j, k)
         size = (*i_j_k, out.shape_ijk[2]) if len(i_j_k) == 2 else i_j_k
         if tuple(size) != out.shape_ijk:
-            spacing = (None, None, out.spacing[2]) if len(i_j_k) == 2 else None
-            out = resample(out, spacing=spacing, size=size, default_value=fill)
+            if spec.resize_interpolation == "nearest":
+                out = resize_nearest(out, size)
+            else:
+                spacing = (None, None, out.spacing[2]) if len(i_j_k) == 2 else None
+                out = resample(out, spacing=spacing, size=size, default_value=fill)
     return out
 
 
-def normalize(array: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """(C, D, H, W) float32: one channel per normalisation (or one copied to every channel)."""
+Statistics = Mapping[str, np.ndarray]  # where a normalisation may take its statistics from
+
+
+def normalize(array: np.ndarray, spec: InputSpec, statistics: Statistics | None = None
+              ) -> np.ndarray:
+    """(C, D, H, W) float32: one channel per normalisation (or one copied to every channel).
+
+    ``statistics`` holds the arrays a normalisation may take its statistics from instead of
+    ``array`` (the crop): ``"grid"``, ``"source"``, ``"stage:<name>"``.
+    """
     out = np.empty((spec.channels, *array.shape), dtype=np.float32)
     for c in range(spec.channels):
         norm = spec.normalize[c if len(spec.normalize) > 1 else 0]
@@ -39,13 +59,22 @@ def normalize(array: np.ndarray, spec: InputSpec) -> np.ndarray:
             out[c] = out[0]
             continue
         out[c] = array  # one cast, then in place
-        apply_normalization(out[c], norm)
+        for step in (norm, *norm.then):
+            reference = None
+            if step.statistics != "crop":
+                if statistics is None or step.statistics not in statistics:
+                    raise RuntimeError(f"normalisation statistics from {step.statistics!r} "
+                                       "are not available")
+                reference = statistics[step.statistics]
+            apply_normalization(out[c], step, reference)
     return out
 
 
-def apply_normalization(x: np.ndarray, norm: Normalization) -> None:
-    """Normalise a float32 array in place."""
+def apply_normalization(x: np.ndarray, norm: Normalization,
+                        reference: np.ndarray | None = None) -> None:
+    """Normalise a float32 array in place; statistics come from ``reference`` when given."""
     p = norm.params
+    ref = x if reference is None else reference
     if norm.kind == "window":
         lo, hi = p["center"] - p["width"] / 2, p["center"] + p["width"] / 2
         np.clip(x, lo, hi, out=x)
@@ -57,21 +86,60 @@ def apply_normalization(x: np.ndarray, norm: Normalization) -> None:
         if "mean" in p and "std" in p:
             mean, std = p["mean"], p["std"]
         else:
-            sample = _sample(x)
-            mean = p.get("mean", float(sample.mean()))
-            std = p.get("std", float(sample.std()) or 1.0)
-        x -= mean
-        x *= 1.0 / std
+            mean, std = _mean_std(ref, int(p.get("ddof", 0)))
+            mean, std = p.get("mean", mean), p.get("std", std or 1.0)
+        x -= np.float32(mean)
+        x *= np.float32(1.0 / std)
     elif norm.kind == "percentile":
-        lo, hi = np.percentile(_sample(x), [p["low"], p["high"]])
+        lo, hi = np.percentile(_sample(ref), [p["low"], p["high"]])
         np.clip(x, lo, hi, out=x)
         x -= lo
         x *= 1.0 / (hi - lo) if hi > lo else 0.0
+    elif norm.kind == "minmax":
+        lo, hi = float(ref.min()), float(ref.max())
+        x -= np.float32(lo)
+        if hi > lo:
+            x *= np.float32(1.0 / (hi - lo))
+    elif norm.kind == "robust_range":
+        lo, scale = robust_range(ref, p.get("f_low", 0.0), p.get("f_high", 0.999),
+                                 int(p.get("bins", 1000)), p.get("out_max", 255.0))
+        x -= np.float32(lo)
+        x *= np.float32(scale)
+        np.clip(x, 0.0, p.get("out_max", 255.0), out=x)
+        np.rint(x, out=x)
     elif norm.kind == "scale":
         if p.get("factor", 1.0) != 1.0:
             x *= p["factor"]
         if p.get("offset", 0.0) != 0.0:
             x += p["offset"]
+
+
+def robust_range(data: np.ndarray, f_low: float, f_high: float, bins: int, out_max: float
+                 ) -> tuple[float, float]:
+    """FreeSurfer's intensity range when it conforms a T1 (FastSurfer ``getscale``): the
+    lower and upper limits where the histogram's cumulative count passes ``f_low`` of all
+    voxels and ``f_high`` of the non-zero ones; returns (low, scale to 0..out_max)."""
+    src_min, src_max = float(data.min()), float(data.max())
+    nonzero = int(np.count_nonzero(np.abs(data) >= 1e-15))
+    total = data.size
+    bin_size = (src_max - src_min) / bins
+    hist, _ = np.histogram(data, bins)
+    cs = np.concatenate(([0], np.cumsum(hist)))
+    below = np.nonzero(cs < int(f_low * total))[0]
+    low = (below[-1] + 1 if below.size else 0) * bin_size + src_min
+    above = np.nonzero(cs >= total - int((1.0 - f_high) * nonzero))[0]
+    high = ((above[0] - 2) * bin_size + low) if above.size else src_max
+    scale = 1.0 if high == low else out_max / (high - low)
+    return low, scale
+
+
+def _mean_std(x: np.ndarray, ddof: int) -> tuple[float, float]:
+    """Exact mean and standard deviation (float64 sums), ``ddof`` 1 as torch's ``std()``."""
+    flat = x.reshape(-1)
+    mean = float(flat.mean(dtype=np.float64))
+    var = float(np.square(flat - np.float32(mean), dtype=np.float64).sum()) / max(
+        1, flat.size - ddof)
+    return mean, var ** 0.5
 
 
 def _sample(x: np.ndarray) -> np.ndarray:

@@ -1,115 +1,132 @@
 """``run_model``: a source Volume in, a ModelOutput on the same grid out.
 
-pre (grid, intensities, layout) -> ONNX (whole, slice-wise or sliding window) -> post
-(activation, argmax/threshold, per-label clean-up on the model grid) -> back onto the source grid.
+For each stage (``node.inference.stages``): grid, crop, intensities -> ONNX (whole, slice-wise or
+sliding window) -> decode and paste back; then, on the last stage's grid, the per-label clean-up,
+the steps on the union of labels, left/right split -> back onto the source grid.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 import numpy as np
 
 from node.imaging.resample import resample_like
 from node.imaging.volume import Volume
-from node.inference.execute import Predictor, run_slicewise, run_sliding_window, run_whole
-from node.inference.manifest import Manifest, ModelPackage
+from node.inference.execute import Predictor, run_slicewise, run_whole
+from node.inference.manifest import Manifest, ModelPackage, load_package
+from node.inference.midline import split_sides
 from node.inference.output import Box, ModelOutput, Timings
-from node.inference.postprocess import activate_, clean_labels, decode_segmentation, label_dtype
+from node.inference.postprocess import activate_, clean_labels, clean_union
 from node.inference.preprocess import model_grid, normalize
 from node.inference.runtime import SessionRegistry, default_registry
+from node.inference.stages import run_stage
 
 
 def run_model(
-    package: ModelPackage, volume: Volume, registry: SessionRegistry | None = None
+    package: ModelPackage,
+    volume: Volume,
+    registry: SessionRegistry | None = None,
+    earlier: Mapping[str, ModelOutput] | None = None,
 ) -> ModelOutput:
-    """Run one model on one volume; every result is on ``volume``'s own grid."""
+    """Run one model (every stage) on one volume; every result is on ``volume``'s own grid.
+
+    A model declared ``after`` another runs that one first, unless ``earlier`` already holds its
+    output for this volume; its mask is then available to crops and ``postprocess.within``.
+    """
     manifest = package.manifest
-    loaded = (registry or default_registry()).get(package)
-    predict = Predictor(loaded)
-    t0 = time.perf_counter()
-    grid = model_grid(manifest.input, volume)
-    x = normalize(grid.array, manifest.input)
-    t1 = time.perf_counter()
+    registry = registry or default_registry()
+    masks: dict[str, Volume] = {}
+    prerequisite = None
+    if manifest.after:
+        prerequisite = (earlier or {}).get(manifest.after)
+        if prerequisite is None:
+            prerequisite = run_model(load_package(package.directory.parent / manifest.after),
+                                     volume, registry)
+        if prerequisite.label_map is None:
+            raise RuntimeError(f"model {manifest.name}: {manifest.after} gave no label map")
+        masks[manifest.after] = volume.with_array((prerequisite.label_map > 0).astype(np.uint8))
+    statistics: dict[str, np.ndarray] = {}
+    seconds = [0.0, 0.0, 0.0]
+    for stage in manifest.stages[:-1]:
+        done = run_stage(registry.get(package, stage), volume, masks, statistics, final=False)
+        masks[stage.name] = done.grid
+        seconds = [a + b for a, b in zip(seconds, (done.preprocess_s, done.inference_s,
+                                                     done.decode_s), strict=True)]
+    loaded = registry.get(package, manifest.stages[-1])
     kind, fmt = manifest.output.kind, manifest.output.format
     common = {"model": manifest.name, "version": manifest.version, "kind": kind,
-              "labels": manifest.labels, "provider": loaded.provider}
+              "labels": manifest.reported_labels, "provider": loaded.provider,
+              "after": prerequisite}
 
-    if kind == "classification":
-        probs = _classify(predict, x, manifest)
-        t2 = time.perf_counter()
-        return ModelOutput(**common, class_probabilities=probs, timings=Timings(t1 - t0, t2 - t1))
-
-    if fmt == "boxes":
+    if kind == "classification" or fmt == "boxes":
+        t0 = time.perf_counter()
+        grid = model_grid(manifest.input, volume)
+        x = normalize(grid.array, manifest.input,
+                      {"grid": grid.array, "source": volume.array, **statistics})
+        predict = Predictor(loaded)
+        t1 = time.perf_counter()
+        pre = seconds[0] + t1 - t0
+        if kind == "classification":
+            probs, per_slice = _classify(predict, x, manifest)
+            t2 = time.perf_counter()
+            return ModelOutput(**common, class_probabilities=probs, slice_probabilities=per_slice,
+                               timings=Timings(pre, seconds[1] + t2 - t1, seconds[2]))
         raw = run_whole(predict, x)
         t2 = time.perf_counter()
         boxes = _boxes(np.asarray(raw), manifest, grid, volume)
         return ModelOutput(**common, boxes=boxes,
-                           timings=Timings(t1 - t0, t2 - t1, time.perf_counter() - t2))
+                           timings=Timings(pre, seconds[1] + t2 - t1,
+                                           seconds[2] + time.perf_counter() - t2))
 
-    labels, heat, inference_s, decode_s = _segment(predict, x, manifest)
-    del x
+    done = run_stage(loaded, volume, masks, statistics, final=True)
     t2 = time.perf_counter()
+    grid, labels = done.grid, done.grid.array
     clean_labels(labels, manifest, grid.spacing)
-    label_map = resample_like(
-        grid.with_array(labels), volume, interpolation=manifest.output.map_back
-    ).array
+    within = None
+    if manifest.postprocess.within:
+        within = resample_like(masks[manifest.postprocess.within], grid, "nearest").array
+    clean_union(labels, manifest, within)
+    split_sides(labels, grid, manifest)
+    label_map = resample_like(grid, volume, interpolation=manifest.output.map_back).array
     probability = None
-    if heat is not None:
-        probability = resample_like(grid.with_array(heat), volume, interpolation="linear").array
+    if done.heat is not None:
+        probability = resample_like(grid.with_array(done.heat), volume,
+                                    interpolation="linear").array
         probability = probability.astype(np.float32, copy=False)
     t3 = time.perf_counter()
     return ModelOutput(
         **common,
         label_map=label_map,
         probability=probability,
-        timings=Timings(t1 - t0, inference_s, decode_s + (t3 - t2)),
+        timings=Timings(seconds[0] + done.preprocess_s, seconds[1] + done.inference_s,
+                        seconds[2] + done.decode_s + (t3 - t2)),
     )
 
 
-def _segment(predict: Predictor, x: np.ndarray, manifest: Manifest
-             ) -> tuple[np.ndarray, np.ndarray | None, float, float]:
-    """Label map (and heat map for detection) on the model grid, inference and decode seconds."""
+def _classify(predict: Predictor, x: np.ndarray, manifest: Manifest
+              ) -> tuple[dict[int, float], np.ndarray | None]:
+    """Class probabilities, and for a slice-wise model each slice's (slices, classes), the
+    slices combined as the manifest says (mean, max, or mean of the top k)."""
     run = manifest.run
-    detection = manifest.output.kind == "detection"
-    channels = [lab.channel for lab in manifest.labels]
     if run.mode == "slicewise":
-        labels = np.zeros(x.shape[1:], dtype=label_dtype(manifest))
-        heat = np.zeros(x.shape[1:], dtype=np.float32) if detection else None
-        inference_s = decode_s = 0.0
-        t = time.perf_counter()
-        for k0, y in run_slicewise(predict, x, run.batch_size):
-            t_mid = time.perf_counter()
-            inference_s += t_mid - t
-            labels[k0 : k0 + y.shape[1]] = decode_segmentation(y, manifest)
-            if heat is not None:
-                heat[k0 : k0 + y.shape[1]] = y[channels].max(axis=0)
-            t = time.perf_counter()
-            decode_s += t - t_mid
-        return labels, heat, inference_s, decode_s
-    t = time.perf_counter()
-    if run.mode == "sliding_window":
-        assert run.patch_size is not None
-        raw = run_sliding_window(predict, x, run.patch_size, run.overlap, run.gaussian_sigma,
-                                 run.batch_size)
-    else:
-        raw = run_whole(predict, x)
-    t_mid = time.perf_counter()
-    labels = decode_segmentation(raw, manifest)
-    heat = raw[channels].max(axis=0) if detection else None
-    return labels, heat, t_mid - t, time.perf_counter() - t_mid
-
-
-def _classify(predict: Predictor, x: np.ndarray, manifest: Manifest) -> dict[int, float]:
-    """Class probabilities; slice-wise models are averaged over the slices."""
-    if manifest.run.mode == "slicewise":
         rows = [np.asarray(y, dtype=np.float32).reshape(y.shape[0], -1)
-                for _, y in run_slicewise(predict, x, manifest.run.batch_size)]
+                for _, y in run_slicewise(predict, x, run.batch_size)]
         scores = np.concatenate(rows)
     else:
         scores = np.asarray(run_whole(predict, x), dtype=np.float32).reshape(1, -1)
-    probs = activate_(scores.T.copy(), manifest.output.activation).mean(axis=1)
-    return {lab.value: float(probs[lab.channel]) for lab in manifest.labels}
+    per_slice = activate_(scores.T.copy(), manifest.output.activation)  # (classes, slices)
+    if run.combine == "max":
+        probs = per_slice.max(axis=1)
+    elif run.combine == "top_k_mean":
+        k = min(run.top_k, per_slice.shape[1])
+        probs = np.sort(per_slice, axis=1)[:, -k:].mean(axis=1)
+    else:
+        probs = per_slice.mean(axis=1)
+    channels = [lab.channel for lab in manifest.labels]
+    slices = per_slice[channels].T.copy() if run.mode == "slicewise" else None
+    return {lab.value: float(probs[lab.channel]) for lab in manifest.labels}, slices
 
 
 def _boxes(raw: np.ndarray, manifest: Manifest, grid: Volume, source: Volume) -> tuple[Box, ...]:

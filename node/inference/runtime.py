@@ -20,7 +20,7 @@ from typing import Any
 import onnxruntime as ort
 
 from node.config import RuntimeConfig
-from node.inference.manifest import ModelPackage
+from node.inference.manifest import ModelPackage, Stage
 
 log = logging.getLogger(__name__)
 
@@ -37,28 +37,31 @@ _OPTIMIZATION = {
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A ready session and the provider that runs it."""
+    """A ready session for one stage of a package, and the provider that runs it."""
 
     package: ModelPackage
     session: ort.InferenceSession
     provider: str
+    stage: Stage
 
     def run(self, feeds: dict[str, Any]) -> list[Any]:
-        return self.session.run([self.package.manifest.output.name], feeds)
+        return self.session.run([self.stage.output.name], feeds)
 
 
 class SessionRegistry:
-    """One session per model package (by folder, name and version), created on first use."""
+    """One session per model stage (by folder, name, version and file), created on first use."""
 
     def __init__(self, settings: RuntimeConfig | None = None) -> None:
         self.settings = settings or RuntimeConfig()
         self._lock = threading.Lock()
-        self._loading: dict[tuple[str, str, str], threading.Lock] = {}
-        self._models: dict[tuple[str, str, str], LoadedModel] = {}
+        self._loading: dict[tuple[str, str, str, str], threading.Lock] = {}
+        self._models: dict[tuple[str, str, str, str], LoadedModel] = {}
         _quiet_onnxruntime()
 
-    def get(self, package: ModelPackage) -> LoadedModel:
-        key = (str(package.directory.resolve()), package.name, package.version)
+    def get(self, package: ModelPackage, stage: Stage | None = None) -> LoadedModel:
+        """The session of ``stage`` (default: the package's last stage)."""
+        stage = stage or package.manifest.stages[-1]
+        key = (str(package.directory.resolve()), package.name, package.version, stage.file)
         with self._lock:
             if key in self._models:
                 return self._models[key]
@@ -67,14 +70,15 @@ class SessionRegistry:
             with self._lock:
                 if key in self._models:
                     return self._models[key]
-            loaded = self._create(package)
+            loaded = self._create(package, stage)
             with self._lock:
                 self._models[key] = loaded
             return loaded
 
     def loaded(self, package: ModelPackage) -> LoadedModel | None:
         """The model's session if it is already created (never creates one; for status)."""
-        key = (str(package.directory.resolve()), package.name, package.version)
+        key = (str(package.directory.resolve()), package.name, package.version,
+               package.manifest.stages[-1].file)
         with self._lock:
             return self._models.get(key)
 
@@ -83,28 +87,31 @@ class SessionRegistry:
             self._models.clear()
             self._loading.clear()
 
-    def _create(self, package: ModelPackage) -> LoadedModel:
+    def _create(self, package: ModelPackage, stage: Stage) -> LoadedModel:
         providers, reasons = choose_providers(self.settings)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
         options.intra_op_num_threads = self.settings.intra_op_threads
         options.inter_op_num_threads = self.settings.inter_op_threads
         options.graph_optimization_level = _OPTIMIZATION[self.settings.graph_optimization]
+        path = package.stage_path(stage)
         try:
             session = ort.InferenceSession(
-                str(package.onnx_path), options, providers=_with_options(providers, self.settings)
+                str(path), options, providers=_with_options(providers, self.settings)
             )
         except Exception as exc:  # a GPU provider that failed late: retry on the CPU
             if providers == [CPU]:
                 raise
             reasons.append(f"{providers[0]} failed: {str(exc).splitlines()[0][:200]}")
-            session = ort.InferenceSession(str(package.onnx_path), options, providers=[CPU])
+            session = ort.InferenceSession(str(path), options, providers=[CPU])
         provider = session.get_providers()[0]
         if provider != providers[0] and not reasons:
             reasons.append(f"{providers[0]} could not be created")
         note = f" ({'; '.join(reasons)})" if reasons else ""
-        log.info("model %s %s runs on %s%s", package.name, package.version, provider, note)
-        return LoadedModel(package, session, provider)
+        what = package.name if len(package.manifest.stages) == 1 else \
+            f"{package.name} (stage {stage.name})"
+        log.info("model %s %s runs on %s%s", what, package.version, provider, note)
+        return LoadedModel(package, session, provider, stage)
 
 
 def choose_providers(settings: RuntimeConfig) -> tuple[list[str], list[str]]:

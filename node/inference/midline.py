@@ -1,0 +1,69 @@
+"""Left and right for paired structures that a network does not lateralise.
+
+The brain's mid-sagittal plane is found from the image: for every line of voxels running left to
+right through the brain (the union of all labels), the midpoint of its extent; a plane
+``x = a + b*y + c*z`` (LPS millimetres) is fitted to the midpoints of the longer lines by least
+squares, dropping outliers twice. A tilted or rotated head gives a tilted plane, so each voxel of
+a paired structure goes to the side of the patient it lies on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from node.imaging.volume import Volume
+from node.inference.manifest import Manifest
+
+_MIN_LINE_FRACTION = 0.5  # lines shorter than this fraction of the longest are not used
+
+
+def midsagittal_plane(brain: np.ndarray, grid: Volume) -> tuple[float, float, float]:
+    """(a, b, c) of the plane ``x = a + b*y + c*z`` through the middle of ``brain`` (a mask
+    on ``grid``), in LPS millimetres."""
+    ax_ijk = int(np.argmax(np.abs(grid.direction[0, :])))  # the grid axis closest to left-right
+    axis = 2 - ax_ijk
+    inside = brain.astype(bool)
+    present = inside.any(axis=axis)
+    if not present.any():
+        raise RuntimeError("no brain to find the mid-sagittal plane in")
+    n = inside.shape[axis]
+    first = np.argmax(inside, axis=axis)
+    last = n - 1 - np.argmax(np.flip(inside, axis=axis), axis=axis)
+    length = np.where(present, last - first + 1, 0)
+    use = present & (length >= _MIN_LINE_FRACTION * length.max())
+    others = np.nonzero(use)
+    middle = (first[use] + last[use]) / 2.0
+    kji = np.zeros((middle.size, 3))
+    other_axes = [a for a in range(3) if a != axis]
+    kji[:, axis] = middle
+    kji[:, other_axes[0]] = others[0]
+    kji[:, other_axes[1]] = others[1]
+    points = grid.index_to_patient(kji[:, ::-1])
+    keep = np.ones(len(points), dtype=bool)
+    coef = np.zeros(3)
+    for _ in range(3):
+        design = np.column_stack([np.ones(keep.sum()), points[keep, 1], points[keep, 2]])
+        coef, *_ = np.linalg.lstsq(design, points[keep, 0], rcond=None)
+        residual = points[:, 0] - (coef[0] + coef[1] * points[:, 1] + coef[2] * points[:, 2])
+        spread = 1.4826 * np.median(np.abs(residual[keep])) + 1e-6
+        keep = np.abs(residual) <= 3 * spread
+    return float(coef[0]), float(coef[1]), float(coef[2])
+
+
+def split_sides(labels: np.ndarray, grid: Volume, manifest: Manifest) -> np.ndarray:
+    """``labels`` (on ``grid``) with each paired label's voxels given its left or right value,
+    in place."""
+    paired = [lab for lab in manifest.labels if lab.split is not None]
+    if not paired or not labels.any():
+        return labels
+    a, b, c = midsagittal_plane(labels > 0, grid)
+    for lab in paired:
+        assert lab.split is not None
+        where = np.nonzero(labels == lab.value)
+        if where[0].size == 0:
+            continue
+        points = grid.index_to_patient(np.column_stack(where)[:, ::-1].astype(np.float64))
+        left = points[:, 0] > a + b * points[:, 1] + c * points[:, 2]  # LPS: +x is left
+        labels[tuple(w[left] for w in where)] = lab.split.left
+        labels[tuple(w[~left] for w in where)] = lab.split.right
+    return labels
