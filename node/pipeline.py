@@ -21,7 +21,7 @@ import SimpleITK as sitk
 from node.imaging.series import DEFAULT_MAX_VOXELS, load_series
 from node.imaging.sitk_io import to_sitk
 from node.imaging.volume import Volume
-from node.inference.manifest import ModelPackage
+from node.inference.manifest import ModelPackage, Total
 from node.inference.output import ModelOutput
 from node.inference.run import run_model
 from node.inference.runtime import SessionRegistry
@@ -33,6 +33,7 @@ from node.measure import (
     declared_requests,
     find_lesions,
     measure_labels,
+    measure_region,
     parse_requests,
 )
 from node.results.objects import ResultSettings, write_result_objects
@@ -54,6 +55,7 @@ class PipelineResult:
     classes: tuple[ClassProbability, ...]
     timings: dict[str, float] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    totals: dict[str, RegionMeasurements] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """What a job records and ``radnode run`` prints: JSON-ready, no voxels."""
@@ -63,6 +65,7 @@ class PipelineResult:
             "version": self.version,
             "provider": self.provider,
             "regions": {labels.get(v, str(v)): m.to_dict() for v, m in self.regions.items()},
+            "totals": {name: m.to_dict() for name, m in self.totals.items()},
             "lesions": [lesion.to_dict() for lesion in self.lesions],
             "classes": [c.to_dict() for c in self.classes],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
@@ -108,13 +111,15 @@ def run_pipeline(
                      f"(inference {output.timings.inference:.2f} s)")
 
     t = time.perf_counter()
-    regions, lesions, classes = measure(volume, output, package.manifest.measurements)
+    totals = measure_totals(volume, output, package.manifest.totals)
+    regions, lesions, classes = measure(volume, output, package.manifest.measurements,
+                                        {name: m.volume_ml for name, m in totals.items()})
     timings["measure"] = time.perf_counter() - t
     say("measure", f"{len(regions)} regions, {len(lesions)} lesions ({timings['measure']:.2f} s)")
 
     result = PipelineResult(
         model=package.name, version=package.version, provider=output.provider, output=output,
-        regions=regions, lesions=lesions, classes=classes, timings=timings,
+        regions=regions, lesions=lesions, classes=classes, timings=timings, totals=totals,
     )
     t = time.perf_counter()
     result.files = write_outputs(result, volume, Path(out_dir))
@@ -128,10 +133,26 @@ def run_pipeline(
     return result
 
 
+def measure_totals(volume: Volume, output: ModelOutput, totals: Sequence[Total]
+                   ) -> dict[str, RegionMeasurements]:
+    """The volume of each of the manifest's ``[[totals]]``: a union of labels, or the labels of
+    the model this one ran after."""
+    out: dict[str, RegionMeasurements] = {}
+    for total in totals:
+        source = output.after.label_map if total.from_after and output.after else output.label_map
+        if source is None:
+            continue
+        mask = source > 0 if total.from_after else np.isin(source, total.labels)
+        out[total.name] = measure_region(volume, mask, ["volume"])
+    return out
+
+
 def measure(
-    volume: Volume, output: ModelOutput, declared: Sequence[Mapping[str, Any]]
+    volume: Volume, output: ModelOutput, declared: Sequence[Mapping[str, Any]],
+    references: Mapping[str, float] | None = None,
 ) -> tuple[dict[int, RegionMeasurements], list[Lesion], tuple[ClassProbability, ...]]:
-    """The manifest's measurements of each labelled region, lesion or class."""
+    """The manifest's measurements of each labelled region, lesion or class; ``references``
+    are the volumes (ml) that ``volume_percent`` measurements relate to."""
     if output.kind == "classification":
         names = [lab.name for lab in output.labels]
         probs = [output.class_probabilities.get(lab.value, 0.0) for lab in output.labels]
@@ -145,7 +166,7 @@ def measure(
     if output.kind == "detection":
         mask = output.label_map > 0
         return {}, find_lesions(volume, mask, output.probability, requests), ()
-    regions = measure_labels(volume, output.label_map, wanted, requests)
+    regions = measure_labels(volume, output.label_map, wanted, requests, references)
     return regions, [], ()
 
 

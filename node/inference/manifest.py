@@ -246,6 +246,17 @@ class LabelsPostProcess:
 
 
 @dataclass(frozen=True)
+class Total:
+    """A region reported beside the labels: the union of some labels (total brain volume), or
+    of the labels of the model this one ran after (intracranial volume from the brain mask)."""
+
+    name: str
+    labels: tuple[int, ...] = ()  # reported label values; empty with from_after
+    from_after: bool = False
+    type: Code | None = None
+
+
+@dataclass(frozen=True)
 class Stage:
     """One network of a package: its ONNX file, grid, crop, intensities, run and output.
 
@@ -278,6 +289,7 @@ class Manifest:
     path: Path = Path("model.toml")
     after: str = ""  # a model run first on the same volume (its mask may crop or bound this one)
     postprocess: LabelsPostProcess = LabelsPostProcess()
+    totals: tuple[Total, ...] = ()
 
     @property
     def input(self) -> InputSpec:
@@ -387,13 +399,15 @@ def parse_manifest(raw: dict[str, Any], path: str | Path = "model.toml") -> Mani
         top.fail("run.combine", "only for slice-wise classification")
     postprocess = _labels_postprocess(top.table("postprocess", {}), _sources(stages[:-1], after))
     reported = [side.value for lab in labels for side in lab.sides()]
-    measurements = _measurements(top, set(reported) | {lab.value for lab in labels})
+    totals = _totals(top, set(reported), after)
+    measurements = _measurements(top, set(reported), {t.name for t in totals})
     top.done()
     return Manifest(
         name=name, version=version, description=description, licence=licence,
         intended_use=intended_use, for_clinical_use=for_clinical_use, accepts=accepts,
         stages=tuple(stages), labels=labels, sr_template=sr_template,
         measurements=measurements, path=path, after=after, postprocess=postprocess,
+        totals=totals,
     )
 
 
@@ -740,13 +754,39 @@ def _postprocess(t: TomlTable) -> PostProcess:
     return out
 
 
-def _measurements(top: TomlTable, values: set[int]) -> tuple[Mapping[str, Any], ...]:
+def _totals(top: TomlTable, values: set[int], after: str) -> tuple[Total, ...]:
+    out: list[Total] = []
+    for i, t in enumerate(top.tables("totals")):
+        name = t.str("name")
+        from_after = t.bool("from_after", False)
+        labels = t.ints("labels", (), nonempty=not from_after)
+        if from_after and labels:
+            t.fail("labels", "give labels or from_after = true, not both")
+        if from_after and not after:
+            t.fail("from_after", "needs 'after' (the model whose labels make this total)")
+        unknown = [v for v in labels if v not in values]
+        if unknown:
+            t.fail("labels", f"{unknown} are not label values this model reports")
+        if name in [o.name for o in out]:
+            top.fail(f"totals[{i}].name", f"duplicate total {name!r}")
+        out.append(Total(name, labels, from_after, _code(t, "type")))
+        t.done()
+    return tuple(out)
+
+
+def _measurements(top: TomlTable, values: set[int], totals: set[str]
+                  ) -> tuple[Mapping[str, Any], ...]:
     out = []
     for t in top.tables("measurements"):
-        t.str("kind")
+        kind = t.str("kind")
         labels = t.ints("labels", ())
         unknown = [v for v in labels if v not in values]
         if unknown:
-            t.fail("labels", f"{unknown} are not declared label values")
+            t.fail("labels", f"{unknown} are not declared label values (a split label's are "
+                   "its left and right values)")
+        if kind == "volume_percent":
+            of = t.str("of")
+            if of not in totals:
+                t.fail("of", f"must name one of the [[totals]] (got {of!r})")
         out.append(MappingProxyType(dict(t.raw)))  # the measure step reads the rest
     return tuple(out)

@@ -6,7 +6,7 @@ not the volume's. See RegionMeasurements for the geometry model (union of voxel 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -79,11 +79,13 @@ def measure_labels(
     label_map: np.ndarray | Volume,
     labels: Sequence[int] | None = None,
     requested: Iterable[RequestLike] | None = None,
+    references: Mapping[str, float] | None = None,
 ) -> dict[int, RegionMeasurements]:
     """Measure each label of an integer label map; one pass finds every label's bounding box.
 
     ``labels=None`` measures every non-zero label present; a requested label that is absent
     gets an empty RegionMeasurements. The dict keeps the order of ``labels`` (or ascending).
+    ``references`` holds the volumes (ml) of the regions ``volume_percent`` is relative to.
     """
     reqs = _requests(requested)
     lm = grid_array(volume, label_map, "label map")
@@ -93,27 +95,32 @@ def measure_labels(
     for lab in wanted:
         crop = boxes.get(lab)
         if crop is None:
-            out[lab] = _empty(volume, reqs, lab)
+            out[lab] = _empty(volume, reqs, lab, references)
         else:
-            out[lab] = measure_crop(volume, crop, lm[crop] == lab, reqs, lab)
+            out[lab] = measure_crop(volume, crop, lm[crop] == lab, reqs, lab, references)
     return out
 
 
 def _empty(
-    volume: Volume, reqs: tuple[MeasurementRequest, ...], label: int | None
+    volume: Volume, reqs: tuple[MeasurementRequest, ...], label: int | None,
+    references: Mapping[str, float] | None = None,
 ) -> RegionMeasurements:
     unit = intensity_unit(volume.modality)
     derived = tuple(
-        DerivedValue(r.name, r.kind, _parameter(r), None, _derived_unit(r, unit))
+        DerivedValue(r.name, r.kind, _parameter(r, references), 0.0 if r.of else None,
+                     _derived_unit(r, unit))
         for r in reqs
-        if r.threshold is not None or r.q is not None
+        if r.threshold is not None or r.q is not None or r.of is not None
     )
     return RegionMeasurements(
         label=label, voxel_count=0, volume_ml=0.0, intensity_unit=unit, derived=derived
     )
 
 
-def _parameter(r: MeasurementRequest) -> float:
+def _parameter(r: MeasurementRequest, references: Mapping[str, float] | None = None) -> float:
+    """The threshold, q, or the reference volume (ml; NaN when unknown)."""
+    if r.of is not None:
+        return float((references or {}).get(r.of, float("nan")))
     return float(r.threshold if r.threshold is not None else r.q)  # type: ignore[arg-type]
 
 
@@ -131,11 +138,12 @@ def measure_crop(
     mask: np.ndarray,
     reqs: tuple[MeasurementRequest, ...],
     label: int | None,
+    references: Mapping[str, float] | None = None,
 ) -> RegionMeasurements:
     """Measure the region ``mask`` (a boolean array over ``volume.array[crop]``)."""
     count = int(np.count_nonzero(mask))
     if count == 0:
-        return _empty(volume, reqs, label)
+        return _empty(volume, reqs, label, references)
     kinds = {r.kind for r in reqs}
     offset = np.array([crop[2].start, crop[1].start, crop[0].start], dtype=np.float64)  # i, j, k
     linear = volume.direction * np.asarray(volume.spacing)[None, :]
@@ -197,11 +205,17 @@ def measure_crop(
             derived.append(
                 DerivedValue(r.name, r.kind, _parameter(r), float(value), _derived_unit(r, unit))
             )
+    volume_ml = count * volume.voxel_volume_mm3 / 1000.0
+    for r in reqs:
+        if r.of is not None:
+            reference = _parameter(r, references)
+            value = 100.0 * volume_ml / reference if reference > 0 else None
+            derived.append(DerivedValue(r.name, r.kind, reference, value, PERCENT_UCUM))
 
     return RegionMeasurements(
         label=label,
         voxel_count=count,
-        volume_ml=count * volume.voxel_volume_mm3 / 1000.0,
+        volume_ml=volume_ml,
         centroid_lps=_point(centroid),
         bbox_lps=(_point(box[0]), _point(box[1])),
         bbox_index=(

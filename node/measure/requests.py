@@ -29,8 +29,11 @@ STATISTICS = frozenset({"mean", "std", "min", "max"})
 SHAPE = frozenset({"max_diameter"})
 # Parametric measurements: kind -> its one required parameter.
 PARAMETRIC = {"fraction_below": "threshold", "fraction_above": "threshold", "percentile": "q"}
+# The region's volume as a percentage of a named reference region (``of``, e.g. the intracranial
+# volume), given to the measurement by the caller.
+RELATIVE = frozenset({"volume_percent"})
 
-KINDS = ALWAYS | STATISTICS | SHAPE | frozenset(PARAMETRIC)
+KINDS = ALWAYS | STATISTICS | SHAPE | frozenset(PARAMETRIC) | RELATIVE
 
 
 @dataclass(frozen=True)
@@ -38,13 +41,15 @@ class MeasurementRequest:
     """One measurement asked for: its kind, the name it is reported under, and its parameter.
 
     ``fraction_below``/``fraction_above`` give the *percentage* (0-100) of region voxels strictly
-    below/above ``threshold``; ``percentile`` gives the q-th percentile (0-100) of the intensities.
+    below/above ``threshold``; ``percentile`` gives the q-th percentile (0-100) of the intensities;
+    ``volume_percent`` the region's volume as a percentage of the reference region ``of``.
     """
 
     kind: str
     name: str = ""
     threshold: float | None = None
     q: float | None = None
+    of: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -61,6 +66,9 @@ class MeasurementRequest:
                 object.__setattr__(self, param, value)
             elif value is not None:
                 raise ValueError(f"measurement {self.kind!r} takes no {param!r}")
+        if (self.kind in RELATIVE) != (self.of is not None):
+            raise ValueError(f"measurement {self.kind!r}: 'of' names the reference region of "
+                             "volume_percent and nothing else")
         if self.kind == "percentile" and not 0.0 <= self.q <= 100.0:  # type: ignore[operator]
             raise ValueError(f"percentile q must be within 0..100; got {self.q}")
         if not self.name:
@@ -71,6 +79,8 @@ class MeasurementRequest:
             return f"{self.kind}_{self.threshold:g}"
         if self.q is not None:
             return f"percentile_{self.q:g}"
+        if self.of is not None:
+            return f"percent_of_{self.of}"
         return self.kind
 
 
@@ -94,7 +104,7 @@ def parse_requests(items: Iterable[RequestLike]) -> tuple[MeasurementRequest, ..
         elif isinstance(item, str):
             out.append(MeasurementRequest(kind=item))
         elif isinstance(item, Mapping):
-            unknown = set(item) - {"kind", "name", "threshold", "q"}
+            unknown = set(item) - {"kind", "name", "threshold", "q", "of"}
             if unknown:
                 raise ValueError(f"measurement {dict(item)!r}: unknown keys {sorted(unknown)}")
             if "kind" not in item:
