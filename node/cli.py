@@ -55,18 +55,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(route)
 
     run = sub.add_parser(
-        "run", help="run one model on a DICOM folder or NIfTI file, offline",
-        description="Take a DICOM series folder (or a .nii/.nii.gz file) through the same "
+        "run", help="run one model on a DICOM folder or an image file, offline",
+        description="Take a DICOM series folder (or a NIfTI .nii/.nii.gz, NRRD .nrrd/.nhdr, "
+                    "MetaImage .mha/.mhd or FreeSurfer .mgz/.mgh file) through the same "
                     "pipeline as the service and write the results to --out.",
     )
-    run.add_argument("input", type=Path, help="DICOM folder, DICOM file or NIfTI file")
+    run.add_argument("input", type=Path,
+                     help="DICOM folder, DICOM file, or NIfTI/NRRD/MetaImage/MGZ file")
     run.add_argument("--model", required=True, help="model name (a folder under models/)")
     run.add_argument("--out", required=True, type=Path, help="output folder")
     run.add_argument("--modality", default="",
-                     help="modality of a NIfTI input (default: the model's, if it takes one)")
+                     help="modality of an image-file input (default: the model's, if it takes "
+                          "one)")
     run.add_argument("--force", action="store_true",
                      help="run even if the model's manifest does not accept the series")
     _add_config(run)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="agreement of a segmentation with a reference: Dice, IoU, HD95, ...",
+        description="Compare two label images (DICOM SEG, NIfTI, NRRD, MetaImage or MGZ) label "
+                    "by label: Dice, IoU, precision, recall, specificity, volumes and HD95. The "
+                    "prediction is resampled onto the reference grid (nearest neighbour) when "
+                    "they differ. Definitions: docs/evaluate.md.",
+    )
+    evaluate.add_argument("prediction", type=Path, help="the segmentation to evaluate")
+    evaluate.add_argument("reference", type=Path, help="the reference (ground truth)")
+    mapping = evaluate.add_mutually_exclusive_group()
+    mapping.add_argument(
+        "--map", action="append", metavar="SPEC",
+        help='prediction label = reference values, with an optional name: "1=2,41" or '
+             '"1=2,41:white matter"; repeat it or separate entries with ";" (default: equal '
+             "values, every non-zero value present in either)")
+    mapping.add_argument(
+        "--map-file", type=Path, metavar="FILE",
+        help='the mapping as JSON: {"1": [2, 41], "2": {"values": [4, 43], "name": "..."}}')
+    evaluate.add_argument("--labels", metavar="LIST",
+                          help="only these prediction labels, e.g. 1,3")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     models = sub.add_parser("models", help="list or check the model packages")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
@@ -178,6 +203,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         configure_logging("WARNING")
         return run_offline(config, args.input, args.model, args.out, force=args.force,
                            modality=args.modality)
+    if args.command == "evaluate":
+        from node.commands.evaluate import evaluate_command
+
+        return evaluate_command(args.prediction, args.reference, args.map, args.map_file,
+                                args.labels, args.json)
     if args.command == "models":
         from node.inference.check import check_models
         from node.inference.manifest import load_packages

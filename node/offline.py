@@ -11,8 +11,13 @@ import pydicom
 
 from node.config import Config
 from node.imaging.errors import VolumeError
-from node.imaging.inputs import NIFTI_SUFFIXES, dicom_files
-from node.imaging.sitk_io import load_nifti
+from node.imaging.inputs import (
+    dicom_files,
+    image_format,
+    is_dicom_file,
+    load_image_file,
+    unknown_file,
+)
 from node.imaging.volume import Volume
 from node.inference.check import check_model
 from node.inference.manifest import load_package
@@ -69,7 +74,8 @@ def run_offline(config: Config, source: Path, model: str, out: Path, force: bool
 
 
 def _inputs(source: Path, modality: str) -> list[Path] | Volume:
-    """DICOM files, or a NIfTI volume (which carries no modality: the caller's is used)."""
+    """DICOM files, or an image file's volume (NIfTI, NRRD, MetaImage, MGH: these carry no
+    modality, the caller's is used)."""
     if source.is_dir():
         files = dicom_files(source)
         if not files:
@@ -77,8 +83,10 @@ def _inputs(source: Path, modality: str) -> list[Path] | Volume:
         return files
     if not source.is_file():
         raise VolumeError("the input does not exist")
-    if source.name.lower().endswith(NIFTI_SUFFIXES):
-        return load_nifti(source, modality=modality)
+    if image_format(source) is not None:
+        return load_image_file(source, modality=modality)
+    if not is_dicom_file(source):
+        raise unknown_file(source)
     return [source]
 
 

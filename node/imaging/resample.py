@@ -157,11 +157,10 @@ def resize_nearest(volume: Volume, size: Sequence[int]) -> Volume:
     """``volume`` resized to ``size`` (i, j, k) voxels over the same field of view, each voxel
     taking its nearest source voxel.
 
-    The index arithmetic is PyTorch's ``interpolate(mode="nearest-exact")``: source index
-    ``floor((d + 0.5) * in / out)`` with the scale in single precision, the product rounded to
-    single precision (checked against torch 2.13 for every size 1-512 to and from 128 and 256),
-    so networks trained with it see the
-    same voxels; it is also SimpleITK's nearest neighbour away from exact ties.
+    The index arithmetic is PyTorch's ``interpolate(mode="nearest-exact")`` (mathematically
+    ``floor((d + 0.5) * in / out)``, in torch's single-precision steps; checked against torch
+    2.13 for every size up to 600 to and from every size up to 1100), so networks trained with
+    it see the same voxels; it is also SimpleITK's nearest neighbour away from exact ties.
     """
     size_ijk = tuple(int(s) for s in size)
     array = volume.array
@@ -172,10 +171,14 @@ def resize_nearest(volume: Volume, size: Sequence[int]) -> Volume:
 
 
 def nearest_exact_indices(n_in: int, n_out: int) -> np.ndarray:
-    """Source index of each of ``n_out`` voxels, as torch's nearest-exact computes it."""
-    scale = np.float64(np.float32(n_in) / np.float32(n_out))  # torch's float scale
-    position = ((np.arange(n_out, dtype=np.float64) + 0.5) * scale).astype(np.float32)
-    return np.minimum(np.floor(position).astype(np.int64), n_in - 1)
+    """Source index of each of ``n_out`` voxels, as torch's nearest-exact computes it on the CPU:
+    ``real = float32((d + 0.5) * scale - 0.5)`` (``scale = float32(n_in) / float32(n_out)``),
+    clamped at 0, then ``floor(float32(real + 0.5))``."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    d = np.arange(n_out, dtype=np.float64)
+    real = np.maximum(((d + 0.5) * np.float64(scale) - 0.5).astype(np.float32), np.float32(0))
+    src = np.floor((real.astype(np.float64) + 0.5).astype(np.float32)).astype(np.int64)
+    return np.minimum(src, n_in - 1)
 
 
 def _resized(volume: Volume, array: np.ndarray, size_ijk: tuple[int, ...]) -> Volume:

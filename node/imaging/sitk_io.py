@@ -1,8 +1,8 @@
-"""SimpleITK images and files (NIfTI, ...) to and from :class:`Volume`.
+"""SimpleITK images and files (NIfTI, NRRD, MetaImage) to and from :class:`Volume`.
 
 Volume's conventions are SimpleITK's (array [k, j, i], spacing/origin (i, j, k), direction columns
 in LPS), so the conversion is a copy of fields. SimpleITK turns NIfTI's RAS into LPS on reading
-and back on writing.
+and back on writing; NRRD and MetaImage give their space (LPS or RAS) and SimpleITK converts.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from node.imaging.errors import VolumeError
 from node.imaging.volume import Volume
 
-__all__ = ["from_sitk", "load_nifti", "to_sitk"]
+__all__ = ["IMAGE_IOS", "from_sitk", "load_nifti", "load_sitk_file", "to_sitk"]
 
 
 def to_sitk(volume: Volume) -> sitk.Image:
@@ -56,17 +56,54 @@ def from_sitk(image: sitk.Image, **meta: Any) -> Volume:
     )
 
 
-def load_nifti(path: str | Path, *, modality: str = "",
-               dtype: np.dtype | type | None = np.float32) -> Volume:
-    """A NIfTI file (.nii, .nii.gz) as a Volume; voxels as ``dtype`` (None keeps the file's,
-    float32 by default like the DICOM loader). Scaling (scl_slope/inter) is applied."""
+# SimpleITK's reader for each format the node reads with it, and the name used in messages.
+IMAGE_IOS: dict[str, tuple[str, str]] = {
+    "nifti": ("NiftiImageIO", "NIfTI"),
+    "nrrd": ("NrrdImageIO", "NRRD"),
+    "metaimage": ("MetaImageIO", "MetaImage"),
+}
+
+
+def load_sitk_file(path: str | Path, image_format: str, *, modality: str = "",
+                    dtype: np.dtype | type | None = np.float32) -> Volume:
+    """A NIfTI, NRRD or MetaImage file (``image_format``: a key of IMAGE_IOS) as a Volume.
+
+    The format's own reader is used, not one guessed from the content, so a file that is not what
+    its name says is refused rather than read as something else. Voxels as ``dtype`` (None keeps
+    the file's; float32 by default like the DICOM loader). A 4D image with one volume is read as
+    3D; with several it is refused (which volume to analyse is the caller's choice, not ours).
+    """
+    io_name, name = IMAGE_IOS[image_format]
+    if image_format == "nifti":  # ITK zero-fills a truncated NIfTI instead of failing
+        from node.imaging.nifti_size import check_nifti_complete
+
+        check_nifti_complete(path)
+    elif image_format == "metaimage":  # ITK's MetaIO prints to stderr before failing
+        from node.imaging.metaimage_check import check_metaimage_complete
+
+        check_metaimage_complete(path)
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO(io_name)
+    reader.SetFileName(str(path))
     try:
-        image = sitk.ReadImage(str(path))
+        image = reader.Execute()
     except RuntimeError as exc:
-        raise VolumeError("the NIfTI file could not be read") from exc
-    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        raise VolumeError(f"the {name} file could not be read: truncated, or not a valid {name} "
+                          "file") from exc
+    if image.GetDimension() == 4:
+        volumes = image.GetSize()[3]
+        if volumes != 1:
+            raise VolumeError(f"the {name} file holds a 4D image ({volumes} volumes); only 3D "
+                              "images are read: extract one volume first")
         image = image[:, :, :, 0]
     volume = from_sitk(image, modality=modality)
     if dtype is not None and volume.array.dtype != dtype:
         volume.array = volume.array.astype(dtype)
     return volume
+
+
+def load_nifti(path: str | Path, *, modality: str = "",
+               dtype: np.dtype | type | None = np.float32) -> Volume:
+    """A NIfTI file (.nii, .nii.gz) as a Volume; voxels as ``dtype`` (None keeps the file's,
+    float32 by default like the DICOM loader). Scaling (scl_slope/inter) is applied."""
+    return load_sitk_file(path, "nifti", modality=modality, dtype=dtype)

@@ -219,10 +219,14 @@ class LabelSpec:
     postprocess: PostProcess = PostProcess()
     laterality: Code | None = None  # SNOMED CT Left / Right, for a split label
     split: Split | None = None
+    reported_value: int | None = None  # the value written for it, when not ``value``
 
     def sides(self) -> tuple[LabelSpec, ...]:
-        """The labels a run reports for this one: itself, or its left and right parts."""
+        """The labels a run reports for this one: itself (under its reported value), or its
+        left and right parts."""
         if self.split is None:
+            if self.reported_value is not None:
+                return (replace(self, value=self.reported_value, reported_value=None),)
             return (self,)
         return tuple(
             replace(self, value=value, name=f"{side.meaning} {_lower_first(self.name)}",
@@ -537,7 +541,8 @@ def _normalization(t: TomlTable, stages: tuple[str, ...]) -> Normalization:
     if kind == "robust_range":
         if not 0 <= params.get("f_low", 0.0) < params.get("f_high", 0.999) <= 1:
             t.fail("f_high", "fractions need 0 <= f_low < f_high <= 1")
-        if params.get("bins", 1000) < 2 or params.get("bins", 1000) != int(params.get("bins", 2)):
+        bins = params.get("bins", 1000)
+        if bins < 2 or bins != int(bins):
             t.fail("bins", "must be an integer >= 2")
     if "min" in params and "max" in params and params["min"] >= params["max"]:
         t.fail("max", "must be greater than min")
@@ -686,7 +691,7 @@ def _labels(top: TomlTable, output: OutputSpec) -> tuple[LabelSpec, ...]:
     for t in tables:
         low = 0 if output.kind == "classification" else 1
         value = t.int("value", low=low)
-        if output.kind == "classification" or output.activation == "softmax":
+        if output.kind == "classification" or output.activation in ("softmax", "none"):
             default_channel: int | None = value
         elif output.activation == "labelmap":
             default_channel = None
@@ -706,6 +711,9 @@ def _labels(top: TomlTable, output: OutputSpec) -> tuple[LabelSpec, ...]:
             st.done()
         else:
             t.seen.add("split")
+        reported_value = t.int("reported_value", None, low=1)
+        if reported_value is not None and split is not None:
+            t.fail("reported_value", "a split label reports its left and right values")
         labels.append(LabelSpec(
             value=value,
             name=t.str("name"),
@@ -715,6 +723,7 @@ def _labels(top: TomlTable, output: OutputSpec) -> tuple[LabelSpec, ...]:
             colour=tuple(int(c) for c in colour),  # type: ignore[arg-type]
             postprocess=post,
             split=split,
+            reported_value=reported_value,
         ))
         t.done()
     for i, lab in enumerate(labels):
@@ -727,12 +736,10 @@ def _labels(top: TomlTable, output: OutputSpec) -> tuple[LabelSpec, ...]:
                 top.fail(f"labels[{i}].channel", f"channel {lab.channel} is used twice")
     reported = [side.value for lab in labels for side in lab.sides()]
     for i, lab in enumerate(labels):
-        if lab.split is not None and (
-            len({lab.split.left, lab.split.right}) < 2
-            or any(reported.count(v) > 1 for v in (lab.split.left, lab.split.right))
-        ):
-            top.fail(f"labels[{i}].split", "left and right need values of their own, used by "
-                     "no other label")
+        if any(reported.count(side.value) > 1 for side in lab.sides()):
+            key = "split" if lab.split else "reported_value" if lab.reported_value else "value"
+            top.fail(f"labels[{i}].{key}", "each reported value must be its own (used by no "
+                     "other label or side)")
     return tuple(labels)
 
 

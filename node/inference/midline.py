@@ -1,5 +1,7 @@
 """Left and right for paired structures that a network does not lateralise.
 
+Also where labels get the values the model reports (``reported_value``).
+
 The brain's mid-sagittal plane is found from the image: for every line of voxels running left to
 right through the brain (the union of all labels), the midpoint of its extent; a plane
 ``x = a + b*y + c*z`` (LPS millimetres) is fitted to the midpoints of the longer lines by least
@@ -50,20 +52,28 @@ def midsagittal_plane(brain: np.ndarray, grid: Volume) -> tuple[float, float, fl
     return float(coef[0]), float(coef[1]), float(coef[2])
 
 
-def split_sides(labels: np.ndarray, grid: Volume, manifest: Manifest) -> np.ndarray:
-    """``labels`` (on ``grid``) with each paired label's voxels given its left or right value,
-    in place."""
-    paired = [lab for lab in manifest.labels if lab.split is not None]
-    if not paired or not labels.any():
+def report_values(labels: np.ndarray, grid: Volume, manifest: Manifest) -> np.ndarray:
+    """``labels`` (the network's values, on ``grid``) under the values the model reports: each
+    paired label's voxels get its left or right value by the side of the mid-sagittal plane they
+    lie on, a relabelled one its reported value. Returns a new array."""
+    moved = [lab for lab in manifest.labels if lab.split is not None or lab.reported_value]
+    if not moved or not labels.any():
         return labels
-    a, b, c = midsagittal_plane(labels > 0, grid)
-    for lab in paired:
-        assert lab.split is not None
+    top = max(side.value for lab in manifest.labels for side in lab.sides())
+    out = labels.astype(np.uint8 if top <= 255 else np.uint16, copy=True)
+    plane = None
+    for lab in moved:
         where = np.nonzero(labels == lab.value)
         if where[0].size == 0:
             continue
+        if lab.split is None:
+            out[where] = lab.reported_value
+            continue
+        if plane is None:
+            plane = midsagittal_plane(labels > 0, grid)
+        a, b, c = plane
         points = grid.index_to_patient(np.column_stack(where)[:, ::-1].astype(np.float64))
         left = points[:, 0] > a + b * points[:, 1] + c * points[:, 2]  # LPS: +x is left
-        labels[tuple(w[left] for w in where)] = lab.split.left
-        labels[tuple(w[~left] for w in where)] = lab.split.right
-    return labels
+        out[tuple(w[left] for w in where)] = lab.split.left
+        out[tuple(w[~left] for w in where)] = lab.split.right
+    return out

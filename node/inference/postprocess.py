@@ -43,7 +43,8 @@ def activate_(y: np.ndarray, activation: str) -> np.ndarray:
 def decode_segmentation(raw: np.ndarray, manifest: Manifest) -> np.ndarray:
     """(C, *spatial) raw scores (modified in place) to a label map (*spatial).
 
-    softmax: argmax over channels (a label's ``threshold``, if set, must also be reached);
+    softmax (and none: scores the network already activated): argmax over channels (a label's
+    ``threshold``, if set, must also be reached);
     sigmoid: each label where its probability reaches its threshold, later labels winning on
     overlap; labelmap: the values as they are (undeclared values may feed ``absorb``).
     """
@@ -54,7 +55,7 @@ def decode_segmentation(raw: np.ndarray, manifest: Manifest) -> np.ndarray:
     _check_channels(raw, manifest)
     activate_(raw, out.activation)
     labels = np.zeros(raw.shape[1:], dtype=dtype)
-    if out.activation == "softmax":
+    if out.activation in ("softmax", "none"):
         lut = np.zeros(raw.shape[0], dtype=dtype)
         for lab in manifest.labels:
             lut[lab.channel] = lab.value

@@ -16,7 +16,7 @@ from node.imaging.resample import resample_like
 from node.imaging.volume import Volume
 from node.inference.execute import Predictor, run_slicewise, run_whole
 from node.inference.manifest import Manifest, ModelPackage, load_package
-from node.inference.midline import split_sides
+from node.inference.midline import report_values
 from node.inference.output import Box, ModelOutput, Timings
 from node.inference.postprocess import activate_, clean_labels, clean_union
 from node.inference.preprocess import model_grid, normalize
@@ -88,7 +88,7 @@ def run_model(
     if manifest.postprocess.within:
         within = resample_like(masks[manifest.postprocess.within], grid, "nearest").array
     clean_union(labels, manifest, within)
-    split_sides(labels, grid, manifest)
+    grid = grid.with_array(report_values(labels, grid, manifest))
     label_map = resample_like(grid, volume, interpolation=manifest.output.map_back).array
     probability = None
     if done.heat is not None:
