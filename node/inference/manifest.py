@@ -691,7 +691,8 @@ def _labels(top: TomlTable, output: OutputSpec) -> tuple[LabelSpec, ...]:
     for t in tables:
         low = 0 if output.kind == "classification" else 1
         value = t.int("value", low=low)
-        if output.kind == "classification" or output.activation in ("softmax", "none"):
+        if output.kind == "classification" or output.activation == "softmax" or (
+                output.kind == "segmentation" and output.activation == "none"):
             default_channel: int | None = value
         elif output.activation == "labelmap":
             default_channel = None

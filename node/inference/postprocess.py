@@ -55,7 +55,7 @@ def decode_segmentation(raw: np.ndarray, manifest: Manifest) -> np.ndarray:
     _check_channels(raw, manifest)
     activate_(raw, out.activation)
     labels = np.zeros(raw.shape[1:], dtype=dtype)
-    if out.activation in ("softmax", "none"):
+    if out.activation == "softmax" or (out.activation == "none" and out.kind == "segmentation"):
         lut = np.zeros(raw.shape[0], dtype=dtype)
         for lab in manifest.labels:
             lut[lab.channel] = lab.value
