@@ -125,7 +125,8 @@ def run_pipeline(
     result.files = write_outputs(result, volume, Path(out_dir))
     if results is not None and volume.sources:
         result.files.update(write_result_objects(
-            volume, package.manifest, output, regions, lesions, classes, results, Path(out_dir)))
+            volume, package.manifest, output, regions, lesions, classes, results, Path(out_dir),
+            totals=totals))
     timings["write"] = time.perf_counter() - t
     _write_json(Path(out_dir) / "measurements.json", result.summary())
     say("write", f"wrote {', '.join(sorted(result.files))} to {out_dir} "

@@ -92,7 +92,7 @@ def _render_all(labels: Path, folder: Path, source_paths: list[Path],
     if label_map.shape != volume.array.shape:
         raise PreviewError(409, f"label map {label_map.shape} and series {volume.array.shape}"
                                 " are not on one grid")
-    colours = {spec.value: spec.colour for spec in manifest.labels} if manifest else {}
+    colours = label_colours(manifest)
     window = display_window(manifest, volume.modality)
     images = render_previews(volume.array, label_map, volume.spacing, colours, window)
     folder.mkdir(parents=True, exist_ok=True)
@@ -100,6 +100,14 @@ def _render_all(labels: Path, folder: Path, source_paths: list[Path],
         tmp = folder / f".{n}.png.tmp"
         tmp.write_bytes(encode_png(image))
         os.replace(tmp, folder / f"{n}.png")
+
+
+def label_colours(manifest: Manifest | None) -> dict[int, tuple[int, int, int]]:
+    """Colour of each value of a run's label map: the labels it reports (a split label's left
+    and right values, a ``reported_value``), both sides in their label's colour."""
+    if manifest is None:
+        return {}
+    return {spec.value: spec.colour for spec in manifest.reported_labels}
 
 
 def display_window(manifest: Manifest | None, modality: str) -> tuple[float, float] | None:

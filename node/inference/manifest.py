@@ -313,7 +313,8 @@ class Manifest:
         return tuple(side for lab in self.labels for side in lab.sides())
 
     def label(self, value: int) -> LabelSpec:
-        for spec in (*self.labels, *self.reported_labels):
+        """The label reported under ``value`` (else the network's label of that value)."""
+        for spec in (*self.reported_labels, *self.labels):
             if spec.value == value:
                 return spec
         raise KeyError(value)

@@ -27,8 +27,10 @@ from node.results.sr import build_report
 from node.results.templates import (
     BUILTIN_MEASUREMENTS,
     GroupSpec,
+    LabelFinding,
     MeasurementCode,
     SRTemplate,
+    TotalsSpec,
     load_template,
     parse_template,
 )
@@ -43,6 +45,7 @@ __all__ = [
     "SEG_TYPES",
     "EmptyResultError",
     "GroupSpec",
+    "LabelFinding",
     "MeasurementCode",
     "MeasurementRecord",
     "ResultUids",
@@ -54,6 +57,7 @@ __all__ = [
     "SourceError",
     "SourceImages",
     "TemplateError",
+    "TotalsSpec",
     "Written",
     "build_report",
     "build_segmentation",

@@ -48,8 +48,12 @@ def write_result_objects(
     classes: Sequence[ClassProbability],
     settings: ResultSettings,
     out_dir: Path,
+    totals: Mapping[str, RegionMeasurements] | None = None,
 ) -> dict[str, Path]:
     """Write seg.dcm (unless nothing was found) and sr.dcm into ``out_dir``.
+
+    ``totals`` are the measurements of the manifest's [[totals]] by name (the SR reports them
+    as the template's ``[totals]`` says).
 
     Raises ResultsError (or its SourceError/TemplateError kinds) with a reason when the objects
     cannot be made.
@@ -85,7 +89,7 @@ def write_result_objects(
         series_number=cfg.series_number_sr, series_description=f"{description} SR",
         manufacturer=cfg.manufacturer, content_datetime=settings.content_datetime,
         institution_name=cfg.institution_name, uid_root=settings.output.uid_root,
-        segments=segments,
+        segments=segments, totals=totals, total_specs=manifest.totals,
     )
     files["sr"] = write_dataset(report, out_dir / "sr.dcm").path
     return files

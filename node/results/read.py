@@ -17,7 +17,7 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from node.imaging.volume import SliceSource
+from node.imaging.volume import SliceSource, Volume
 from node.inference.manifest import Code
 from node.results.errors import ResultsError
 
@@ -44,14 +44,15 @@ class SegmentInfo:
 @dataclass(frozen=True)
 class SegmentationRead:
     """A SEG read back. ``masks[k, j, i, s]`` is segment ``segments[s]``; ``k`` follows the
-    ``sources`` given to read_segmentation, or the SEG's own volume geometry (``affine``)."""
+    ``sources`` given to read_segmentation, or the SEG's own volume geometry (``affine``, which
+    covers only the slices the SEG has frames for)."""
 
     sop_instance_uid: str
     sop_class_uid: str
     segmentation_type: str
     segments: tuple[SegmentInfo, ...]
     masks: np.ndarray
-    affine: np.ndarray | None = None  # 4x4 (i, j, k) -> LPS, when read without sources
+    affine: np.ndarray | None = None  # 4x4 (k, j, i) -> LPS (highdicom's), read without sources
     fractions: np.ndarray | None = None  # float32 0..1, FRACTIONAL SEGs only
 
     def mask(self, number: int) -> np.ndarray:
@@ -69,6 +70,16 @@ class SegmentationRead:
         for s, info in enumerate(self.segments):
             out[self.masks[..., s]] = info.number
         return out
+
+    def label_volume(self) -> Volume:
+        """The label map (segment numbers) as a Volume on the SEG's own grid; only for a SEG
+        read without sources (with sources, the grid is that volume's)."""
+        if self.affine is None:
+            raise ResultsError("the SEG was read on a source volume's slices: use its grid")
+        columns = np.asarray(self.affine, dtype=np.float64)[:3, 2::-1]  # (k, j, i) -> (i, j, k)
+        spacing = np.linalg.norm(columns, axis=0)
+        return Volume(array=self.label_map(), spacing=tuple(spacing),
+                      origin=tuple(self.affine[:3, 3]), direction=columns / spacing[None, :])
 
 
 def read_segmentation(path: str | Path, sources: Sequence[SliceSource] | None = None

@@ -130,7 +130,7 @@ def _description(
     if label.type is None:
         raise ResultsError(f"label {label.value} ({label.name}) of model {output.model} has no "
                            "type code: a SEG segment needs a segmented property type")
-    return hd.seg.SegmentDescription(
+    description = hd.seg.SegmentDescription(
         segment_number=segment.number,
         segment_label=label.name[:64],
         segmented_property_category=coded(category),
@@ -141,6 +141,23 @@ def _description(
         tracking_id=tracking_id(label),
         display_color=hd.color.CIELabColor.from_rgb(*label.colour),
     )
+    if label.laterality is not None:
+        add_type_modifier(description, label.laterality)
+    return description
+
+
+def add_type_modifier(description: hd.seg.SegmentDescription, modifier: Code) -> None:
+    """Refine the segmented property type with ``modifier`` (a laterality: SCT Left/Right).
+
+    The Segment Description Macro (PS3.3 C.8.20.2) nests Segmented Property Type Modifier
+    Code Sequence (0062,0011, type 3) in the Segmented Property Type Code Sequence item (the
+    path highdicom's own attribute table gives it); SCT 7771000 "Left" and 24028007 "Right"
+    are CID 244 Laterality codes. highdicom 0.28's SegmentDescription has no argument for it,
+    so it is added to the built item, which the Segmentation keeps as it is; dciodvfy accepts
+    it there (tests/results/test_brain_results.py).
+    """
+    item = description.SegmentedPropertyTypeCodeSequence[0]
+    item.SegmentedPropertyTypeModifierCodeSequence = [coded(modifier)]
 
 
 def coded(code: Code) -> hd.sr.CodedConcept:

@@ -2,8 +2,15 @@
 
 Groups follow the SR template: a volumetric ROI group (TID 1411) per SEG segment, a planar ROI
 group (TID 1410) with an SCOORD3D region per detected lesion or box, a TID 1501 group per class
-of a classifier, and, for labels the template reports that were not found, a TID 1501 group
-saying "Absent". Every group carries a tracking identifier and a deterministic tracking UID.
+of a classifier, for labels the template reports that were not found a TID 1501 group saying
+"Absent", and a TID 1501 group per total of the manifest (intracranial volume, total brain
+volume). Every group carries a tracking identifier and a deterministic tracking UID; the finding
+site of a lateral (split) label carries its laterality (TID 1419 concept modifier).
+
+Totals are TID 1501 (measurements on the source images), not TID 1411: a TID 1411 group
+references exactly one segment of a SEG, and a total is not one. The intracranial volume is the
+brain mask of the model this one ran after (its own SEG, if any, is another object with another
+grid of segments), and a total brain volume is a union of several of this SEG's segments.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pydicom.sr.codedict import codes
 
 from node import __version__
 from node.imaging.volume import Volume
-from node.inference.manifest import Code, LabelSpec
+from node.inference.manifest import Code, LabelSpec, Total
 from node.inference.output import Box, ModelOutput
 from node.measure.results import ClassProbability, Lesion, RegionMeasurements
 from node.results.equipment import model_device_uid, model_equipment, pin_generated_values
@@ -37,6 +44,7 @@ from node.results.templates import (
     GroupSpec,
     MeasurementCode,
     SRTemplate,
+    TotalsSpec,
 )
 from node.uids import derive_uid
 
@@ -64,15 +72,19 @@ def build_report(
     institution_name: str = "",
     uid_root: str = "2.25.",
     segments: tuple[Segment, ...] | None = None,
+    totals: Mapping[str, RegionMeasurements] | None = None,
+    total_specs: Sequence[Total] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """The TID 1500 report of one model run on one series.
 
     ``measurements`` maps label values to their RegionMeasurements (node.measure.measure_labels);
     ``lesions`` are a detection's lesions (a sequence: the first label's; or per label value);
     ``classes`` a classifier's probabilities (matched to labels by name); ``seg`` the SEG built
-    from the same ``output`` (None when nothing was found or for classifiers). Measurements
-    that are None (an empty region's mean) are left out. ``content_datetime`` is the only
-    time written. Raises ResultsError/TemplateError when content cannot be coded.
+    from the same ``output`` (None when nothing was found or for classifiers). ``totals`` are
+    the measurements of the manifest's [[totals]] by name (node.pipeline.measure_totals) and
+    ``total_specs`` those totals (their type codes). Measurements that are None (an empty
+    region's mean) are left out. ``content_datetime`` is the only time written. Raises
+    ResultsError/TemplateError when content cannot be coded.
     """
     src = sources if isinstance(sources, SourceImages) else prepare_sources(list(sources))
     ctx = _Context(volume, output, template, sop_instance_uid, uid_root,
@@ -88,6 +100,8 @@ def build_report(
         groups += _class_groups(ctx, template.classifications, classes, src, found)
     if template.report_absent and output.kind != "classification":
         groups += _absent_groups(ctx, found)
+    if template.totals is not None and totals:
+        groups += _total_groups(ctx, template.totals, totals, total_specs, src)
 
     device_uid = model_device_uid(output.model, output.version, uid_root)
     observer = hd.sr.ObserverContext(
@@ -172,8 +186,15 @@ class _Context:
         return text[:64]
 
     def finding(self, label: LabelSpec) -> tuple[hd.sr.CodedConcept, list[hd.sr.FindingSite]]:
-        finding_type, site = self.template.finding(label)
-        return coded(finding_type), ([hd.sr.FindingSite(coded(site))] if site else [])
+        """Finding type, and the finding site (with the label's laterality, TID 1419)."""
+        finding = self.template.finding(label)
+        sites = []
+        if finding.finding_site is not None:
+            sites.append(hd.sr.FindingSite(
+                coded(finding.finding_site),
+                laterality=coded(finding.laterality) if finding.laterality else None,
+            ))
+        return coded(finding.finding_type), sites
 
     def unit(self, code: MeasurementCode) -> Code:
         if code.unit is not None:
@@ -408,6 +429,42 @@ def _absent_groups(ctx: _Context, found: set[int]) -> list[Group]:
             finding_sites=sites or None,
             algorithm_id=ctx.algorithm,
             qualitative_evaluations=[hd.sr.QualitativeEvaluation(finding_type, coded(ABSENT))],
+        ))
+    return out
+
+
+def _total_groups(ctx: _Context, spec: TotalsSpec, totals: Mapping[str, RegionMeasurements],
+                  specs: Sequence[Total], src: SourceImages) -> list[Group]:
+    """A TID 1501 group per total (the manifest's order): finding type and site its type code,
+    its measurements (the volume), on the source slices that hold it."""
+    by_name = {t.name: t for t in specs}
+    names = [t.name for t in specs if t.name in totals]
+    names += [name for name in totals if name not in by_name]
+    out: list[Group] = []
+    for name in names:
+        if not spec.includes(name):
+            continue
+        region = totals[name]
+        total = by_name.get(name)
+        code = total.type if total is not None else None
+        items = []
+        for mname in spec.measurements:
+            try:
+                value = region.value(mname)
+            except KeyError:
+                value = None
+            if (item := ctx.measurement(mname, value)) is not None:
+                items.append(item)
+        identifier = spec.tracking_id.format(name=name, model=ctx.output.model)[:64]
+        out.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=ctx.uid("total", name), identifier=identifier,
+            ),
+            finding_type=coded(code) if code else None,
+            finding_sites=[hd.sr.FindingSite(coded(code))] if code else None,
+            algorithm_id=ctx.algorithm,
+            measurements=items or None,
+            source_images=_source_images(src, region if not region.is_empty else None),
         ))
     return out
 

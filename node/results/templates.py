@@ -5,7 +5,8 @@ each, the code, unit and derivation of every measurement, and the finding type/s
 The format is documented in ``sr_templates/README.md``. Every error names the file and the key.
 
 The node knows codes for its built-in measurement kinds (BUILTIN_MEASUREMENTS); a template
-overrides them or adds codes for its own parametric measurements (e.g. ``LAA-950``).
+overrides them or adds codes for its own parametric measurements (e.g. ``LAA-950``) and relative
+ones (``volume_percent``, e.g. ``percent_icv``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ ABSENT = Code("272519000", "SCT", "Absent")
 # Names a template may list without defining: the region/lesion fields the node measures
 # (RegionMeasurements.value) and a detection's or classifier's probability.
 PROBABILITY = "probability"
+# What the node measures of a manifest's [[totals]] (node.pipeline.measure_totals).
+TOTAL_MEASUREMENTS = ("volume",)
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,16 @@ class Finding:
     """What a label is, as TID 1411/1410/1501 say it: finding type and (optional) site."""
 
     finding_type: Code | None = None  # None: the label's segmented property type
+    finding_site: Code | None = None  # None: none, or the label's type for a lateral label
+
+
+@dataclass(frozen=True)
+class LabelFinding:
+    """A label's finding as written: type, site, and the site's laterality (TID 1419)."""
+
+    finding_type: Code
     finding_site: Code | None = None
+    laterality: Code | None = None  # SCT Left/Right of a split label; only with a site
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,18 @@ class GroupSpec:
 
 
 @dataclass(frozen=True)
+class TotalsSpec:
+    """The manifest's [[totals]] to report (TID 1501 groups): which, with what, named how."""
+
+    names: tuple[str, ...] | None = None  # None: every total
+    measurements: tuple[str, ...] = TOTAL_MEASUREMENTS
+    tracking_id: str = "{name}"  # format string with {name}, {model}
+
+    def includes(self, name: str) -> bool:
+        return self.names is None or name in self.names
+
+
+@dataclass(frozen=True)
 class SRTemplate:
     name: str
     description: str = ""
@@ -98,6 +122,7 @@ class SRTemplate:
     )
     classifications: GroupSpec | None = GroupSpec(None, (PROBABILITY,), "{name}")
     report_absent: bool = True  # labels reported but not found: a TID 1501 "Absent" group
+    totals: TotalsSpec | None = TotalsSpec()
     findings: Mapping[int, Finding] = field(default_factory=lambda: MappingProxyType({}))
     measurements: Mapping[str, MeasurementCode] = field(
         default_factory=lambda: BUILTIN_MEASUREMENTS
@@ -112,20 +137,30 @@ class SRTemplate:
             raise TemplateError(f"{self._where()}: measurement {name!r} has no code; add "
                                 f"[measurements.{toml_key(name)}]") from None
 
-    def finding(self, label: LabelSpec) -> tuple[Code, Code | None]:
-        """(finding type, finding site) of ``label``; the type defaults to the label's type."""
+    def finding(self, label: LabelSpec) -> LabelFinding:
+        """The finding type, site and laterality of ``label``.
+
+        The type defaults to the label's type. A lateral label (a split one: SCT Left/Right)
+        carries its laterality on the finding site (TID 1419), whose default is then the label's
+        type: "Hippocampus" with laterality "Left" for "Left hippocampus".
+        """
         spec = self.findings.get(label.value, Finding())
         finding_type = spec.finding_type or label.type
         if finding_type is None:
             raise TemplateError(f"{self._where()}: label {label.value} ({label.name}) has no "
                                 f"type code in the manifest; set [labels.{label.value}] "
                                 "finding_type")
-        return finding_type, spec.finding_site
+        if label.laterality is None:
+            return LabelFinding(finding_type, spec.finding_site)
+        site = spec.finding_site or label.type or finding_type
+        return LabelFinding(finding_type, site, label.laterality)
 
     def check_manifest(self, manifest: Manifest) -> list[str]:
-        """Problems between this template and a manifest (names not measured, unknown labels)."""
+        """Problems between this template and a manifest (names not measured, unknown labels,
+        unknown totals). Label values are those a run reports (a split label's left and right
+        values, a ``reported_value``)."""
         problems = []
-        values = {lab.value for lab in manifest.labels}
+        values = {lab.value for lab in manifest.reported_labels}
         measured = set(ALWAYS) | {r.name for r in declared_requests(manifest.measurements)}
         for key, group in (("segments", self.segments), ("detections", self.detections),
                            ("classifications", self.classifications)):
@@ -134,11 +169,24 @@ class SRTemplate:
             for value in group.labels or ():
                 if value not in values:
                     problems.append(f"{key}.labels: {value} is not a label of {manifest.name}")
+        for value in self.findings:
+            if value not in values:
+                problems.append(f"labels.{value}: {value} is not a label of {manifest.name}")
         if self.segments is not None and manifest.output.kind == "segmentation":
             for name in self.segments.measurements:
                 if name not in measured:
                     problems.append(f"segments.measurements: {name!r} is not measured by "
                                     f"{manifest.name} (add it to its [[measurements]])")
+        if self.totals is not None:
+            totals = {t.name for t in manifest.totals}
+            for name in self.totals.names or ():
+                if name not in totals:
+                    problems.append(f"totals.names: {name!r} is not one of the [[totals]] of "
+                                    f"{manifest.name}")
+            for name in self.totals.measurements:
+                if name not in TOTAL_MEASUREMENTS:
+                    problems.append(f"totals.measurements: {name!r} is not measured of totals "
+                                    f"(only {', '.join(TOTAL_MEASUREMENTS)})")
         return problems
 
     def _where(self) -> str:
@@ -172,6 +220,7 @@ def parse_template(raw: Mapping[str, Any], name: str = "template",
     segments = _group(top, "segments", default.segments)
     detections = _group(top, "detections", default.detections)
     classifications = _group(top, "classifications", default.classifications)
+    totals = _totals(top, default.totals)
     findings = _findings(top.table("labels", {}))
     measurements = dict(BUILTIN_MEASUREMENTS)
     table = top.table("measurements", {})
@@ -180,7 +229,7 @@ def parse_template(raw: Mapping[str, Any], name: str = "template",
     table.done()
     top.done()
     for key, group in (("segments", segments), ("detections", detections),
-                       ("classifications", classifications)):
+                       ("classifications", classifications), ("totals", totals)):
         for n, mname in enumerate(group.measurements if group else ()):
             if mname not in measurements:
                 top.fail(f"{key}.measurements[{n}]", f"{mname!r} has no code: define "
@@ -190,7 +239,7 @@ def parse_template(raw: Mapping[str, Any], name: str = "template",
     return SRTemplate(
         name=name, description=description, title=title, procedure_reported=procedures,
         segments=segments, detections=detections, classifications=classifications,
-        report_absent=report_absent, findings=MappingProxyType(findings),
+        report_absent=report_absent, totals=totals, findings=MappingProxyType(findings),
         measurements=MappingProxyType(measurements),
         coding_schemes=MappingProxyType(coding_schemes), path=path,
     )
@@ -222,6 +271,36 @@ def _group(top: TomlTable, key: str, default: GroupSpec | None) -> GroupSpec | N
     dupes = sorted({m for m in spec.measurements if spec.measurements.count(m) > 1})
     if dupes:
         t.fail("measurements", f"repeated {dupes}")
+    t.done()
+    return spec
+
+
+def _totals(top: TomlTable, default: TotalsSpec | None) -> TotalsSpec | None:
+    """``[totals]`` (or ``totals = false``): the manifest's [[totals]] as TID 1501 groups."""
+    if not top.has("totals"):
+        top.seen.add("totals")
+        return default
+    if top.raw["totals"] is False:
+        top.seen.add("totals")
+        return None
+    t = top.table("totals")
+    assert default is not None
+    names = t.strings("names", None, what="names of the manifest's [[totals]]")
+    if names is not None and not names:
+        t.fail("names", "must not be empty (leave it out for every total, or totals = false)")
+    spec = TotalsSpec(
+        names=names,
+        measurements=t.strings("measurements", default.measurements, what="measurement names"),
+        tracking_id=t.str("tracking_id", default.tracking_id, nonempty=True),
+    )
+    try:
+        spec.tracking_id.format(name="n", model="m")
+    except (KeyError, IndexError, ValueError) as exc:
+        t.fail("tracking_id", f"unknown field or bad format {exc} (fields: name, model)")
+    for key, items in (("names", spec.names or ()), ("measurements", spec.measurements)):
+        dupes = sorted({m for m in items if items.count(m) > 1})
+        if dupes:
+            t.fail(key, f"repeated {dupes}")
     t.done()
     return spec
 

@@ -73,6 +73,12 @@ def test_check_manifest_reports_names_the_model_does_not_measure():
     ({"labels": {"1": {"finding_typ": {}}}}, "labels.1.finding_typ", "unknown key"),
     ({"procedure_reported": []}, "procedure_reported", "non-empty list"),
     ({"report_absent": "yes"}, "report_absent", "true or false"),
+    ({"totals": {"tracking_id": "{name} {rank}"}}, "totals.tracking_id", "unknown field"),
+    ({"totals": {"measurements": ["volume", "percent_icv"]}}, "totals.measurements[1]",
+     "'percent_icv' has no code"),
+    ({"totals": {"names": []}}, "totals.names", "must not be empty"),
+    ({"totals": {"names": ["a", "a"]}}, "totals.names", "repeated"),
+    ({"totals": {"name": ["a"]}}, "totals.name", "unknown key"),
 ])
 def test_template_errors_name_the_key(raw, key, message):
     with pytest.raises(TemplateError) as err:
@@ -96,3 +102,36 @@ def test_groups_can_be_switched_off():
     template = parse_template({"detections": False, "classifications": False})
     assert template.detections is None and template.classifications is None
     assert template.segments is not None
+
+
+def test_totals_default_to_every_total_and_can_be_switched_off():
+    template = parse_template({})
+    assert template.totals is not None and template.totals.names is None
+    assert template.totals.measurements == ("volume",) and template.totals.includes("x")
+    assert parse_template({"totals": False}).totals is None
+    picked = parse_template({"totals": {"names": ["Intracranial volume"]}}).totals
+    assert picked.includes("Intracranial volume") and not picked.includes("Total brain volume")
+
+
+def test_check_manifest_knows_split_values_and_totals():
+    manifest = load_package(REPO / "models" / "brain_structures_t1").manifest
+    # A split label's left and right values (17, 53) and a reported_value (14) are labels;
+    # the network's own values of split labels are not.
+    fine = parse_template({"segments": {"labels": [17, 53, 14], "measurements": ["volume"]},
+                           "labels": {"53": {}},
+                           "totals": {"names": ["Intracranial volume"]}})
+    assert fine.check_manifest(manifest) == []
+    template = parse_template({
+        "segments": {"labels": [17, 99], "measurements": ["volume", "mean"]},
+        "labels": {"99": {}},
+        "totals": {"names": ["Intracranial volume", "Skull volume"],
+                   "measurements": ["volume", "mean"]},
+    })
+    assert template.check_manifest(manifest) == [
+        "segments.labels: 99 is not a label of brain_structures_t1",
+        "labels.99: 99 is not a label of brain_structures_t1",
+        "segments.measurements: 'mean' is not measured by brain_structures_t1 (add it to its "
+        "[[measurements]])",
+        "totals.names: 'Skull volume' is not one of the [[totals]] of brain_structures_t1",
+        "totals.measurements: 'mean' is not measured of totals (only volume)",
+    ]
