@@ -4,9 +4,10 @@ Also where labels get the values the model reports (``reported_value``).
 
 The brain's mid-sagittal plane is found from the image: for every line of voxels running left to
 right through the brain (the union of all labels), the midpoint of its extent; a plane
-``x = a + b*y + c*z`` (LPS millimetres) is fitted to the midpoints of the longer lines by least
-squares, dropping outliers twice. A tilted or rotated head gives a tilted plane, so each voxel of
-a paired structure goes to the side of the patient it lies on.
+``x = a + b*y + c*z`` (LPS millimetres) is fitted to the midpoints of the lines at least a fifth
+as long as the longest, by least squares, dropping outliers twice. A tilted or rotated head
+gives a tilted plane, so each voxel of a paired structure goes to the side of the patient it
+lies on.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from node.imaging.volume import Volume
 from node.inference.manifest import Manifest
 
-_MIN_LINE_FRACTION = 0.5  # lines shorter than this fraction of the longest are not used
+_MIN_LINE_FRACTION = 0.2  # lines shorter than this fraction of the longest are not used
 
 
 def midsagittal_plane(brain: np.ndarray, grid: Volume) -> tuple[float, float, float]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -50,7 +50,8 @@ def normalize(array: np.ndarray, spec: InputSpec, statistics: Statistics | None 
     """(C, D, H, W) float32: one channel per normalisation (or one copied to every channel).
 
     ``statistics`` holds the arrays a normalisation may take its statistics from instead of
-    ``array`` (the crop): ``"grid"``, ``"source"``, ``"stage:<name>"``.
+    ``array`` (the crop): ``"grid"``, ``"source"``, ``"stage:<name>"``. A step's statistics
+    come from its source as it is after the earlier steps of the chain (``then``).
     """
     out = np.empty((spec.channels, *array.shape), dtype=np.float32)
     for c in range(spec.channels):
@@ -59,59 +60,97 @@ def normalize(array: np.ndarray, spec: InputSpec, statistics: Statistics | None 
             out[c] = out[0]
             continue
         out[c] = array  # one cast, then in place
+        done: list[Step] = []
         for step in (norm, *norm.then):
-            reference = None
+            reference = out[c]
             if step.statistics != "crop":
                 if statistics is None or step.statistics not in statistics:
                     raise RuntimeError(f"normalisation statistics from {step.statistics!r} "
                                        "are not available")
-                reference = statistics[step.statistics]
-            apply_normalization(out[c], step, reference)
+                reference = statistics[step.statistics].astype(np.float32)
+                for earlier in done:
+                    earlier(reference)
+            apply = prepare_normalization(step, reference)
+            apply(out[c])
+            done.append(apply)
     return out
+
+
+Step = Callable[[np.ndarray], None]
 
 
 def apply_normalization(x: np.ndarray, norm: Normalization,
                         reference: np.ndarray | None = None) -> None:
     """Normalise a float32 array in place; statistics come from ``reference`` when given."""
+    prepare_normalization(norm, x if reference is None else reference)(x)
+
+
+def prepare_normalization(norm: Normalization, ref: np.ndarray) -> Step:
+    """The normalisation with its statistics taken from ``ref``, as an in-place step."""
     p = norm.params
-    ref = x if reference is None else reference
     if norm.kind == "window":
         lo, hi = p["center"] - p["width"] / 2, p["center"] + p["width"] / 2
-        np.clip(x, lo, hi, out=x)
-        x -= lo
-        x *= 1.0 / (hi - lo)
-    elif norm.kind == "zscore":
-        if "min" in p or "max" in p:
-            np.clip(x, p.get("min", -np.inf), p.get("max", np.inf), out=x)
+        return _clip_scale(lo, hi, lo, 1.0 / (hi - lo))
+    if norm.kind == "zscore":
         if "mean" in p and "std" in p:
             mean, std = p["mean"], p["std"]
         else:
-            mean, std = _mean_std(ref, int(p.get("ddof", 0)))
+            clipped = ref
+            if "min" in p or "max" in p:
+                clipped = np.clip(ref, p.get("min", -np.inf), p.get("max", np.inf))
+            mean, std = _mean_std(clipped, int(p.get("ddof", 0)))
             mean, std = p.get("mean", mean), p.get("std", std or 1.0)
-        x -= np.float32(mean)
-        x *= np.float32(1.0 / std)
-    elif norm.kind == "percentile":
+        return _clip_scale(p.get("min"), p.get("max"), mean, 1.0 / std)
+    if norm.kind == "percentile":
         lo, hi = np.percentile(_sample(ref), [p["low"], p["high"]])
-        np.clip(x, lo, hi, out=x)
-        x -= lo
-        x *= 1.0 / (hi - lo) if hi > lo else 0.0
-    elif norm.kind == "minmax":
+        return _clip_scale(lo, hi, lo, 1.0 / (hi - lo) if hi > lo else 0.0)
+    if norm.kind == "minmax":
         lo, hi = float(ref.min()), float(ref.max())
-        x -= np.float32(lo)
-        if hi > lo:
-            x *= np.float32(1.0 / (hi - lo))
-    elif norm.kind == "robust_range":
+        return _clip_scale(None, None, lo, 1.0 / (hi - lo) if hi > lo else 1.0)
+    if norm.kind == "robust_range":
+        out_max = p.get("out_max", 255.0)
+        if _already_conformed(ref, out_max):
+            return lambda x: None
         lo, scale = robust_range(ref, p.get("f_low", 0.0), p.get("f_high", 0.999),
-                                 int(p.get("bins", 1000)), p.get("out_max", 255.0))
-        x -= np.float32(lo)
-        x *= np.float32(scale)
-        np.clip(x, 0.0, p.get("out_max", 255.0), out=x)
-        np.rint(x, out=x)
-    elif norm.kind == "scale":
-        if p.get("factor", 1.0) != 1.0:
-            x *= p["factor"]
-        if p.get("offset", 0.0) != 0.0:
-            x += p["offset"]
+                                 int(p.get("bins", 1000)), out_max)
+
+        def conform_intensities(x: np.ndarray) -> None:
+            x -= np.float32(lo)
+            x *= np.float32(scale)
+            np.clip(x, 0.0, out_max, out=x)
+            np.rint(x, out=x)
+
+        return conform_intensities
+    if norm.kind == "scale":
+        factor, offset = p.get("factor", 1.0), p.get("offset", 0.0)
+
+        def scale(x: np.ndarray) -> None:
+            if factor != 1.0:
+                x *= factor
+            if offset != 0.0:
+                x += offset
+
+        return scale
+    return lambda x: None
+
+
+def _clip_scale(lo: float | None, hi: float | None, shift: float, factor: float) -> Step:
+    """Clip to [lo, hi] (either may be None), subtract ``shift``, multiply by ``factor``."""
+
+    def step(x: np.ndarray) -> None:
+        if lo is not None or hi is not None:
+            np.clip(x, -np.inf if lo is None else lo, np.inf if hi is None else hi, out=x)
+        x -= np.float32(shift)
+        x *= np.float32(factor)
+
+    return step
+
+
+def _already_conformed(ref: np.ndarray, out_max: float) -> bool:
+    """Whether the intensities are already whole numbers within 0..out_max (a volume FreeSurfer
+    conformed before, such as norm.mgz), which FreeSurfer and brainchop leave as they are."""
+    lo, hi = float(ref.min()), float(ref.max())
+    return lo >= 0 and hi <= out_max and bool(np.all(np.equal(np.mod(_sample(ref), 1), 0)))
 
 
 def robust_range(data: np.ndarray, f_low: float, f_high: float, bins: int, out_max: float

@@ -52,3 +52,60 @@ def test_brain_extraction_matches_deepbet(shared_data, registry):
     assert agree >= 0.9999, f"{agree:.6f} of voxels agree with deepbet"
     volume_ml = float(np.count_nonzero(out.label_map)) * reference.voxel_volume_mm3 / 1000
     assert volume_ml == pytest.approx(record["tiv_ml"], rel=1e-3)
+
+
+def _network_values(package, label_map: np.ndarray) -> np.ndarray:
+    """The reported values (left/right, FreeSurfer's) back to the network's 17 classes."""
+    back = np.zeros(int(label_map.max()) + 1 if label_map.size else 1, dtype=np.int64)
+    for lab in package.manifest.labels:
+        for side in lab.sides():
+            if side.value < back.size:
+                back[side.value] = lab.value
+    return back[label_map]
+
+
+@pytest.fixture(scope="module")
+def structures_on_norm(shared_data, registry):
+    """brain_structures_t1 (after brain_extraction_t1) on FreeSurfer's norm.mgz, run once."""
+    record, source = _reference("brain_structures_t1", "norm", shared_data)
+    package = load_package(MODELS / "brain_structures_t1")
+    volume = load_input(source)
+    return package, volume, run_model(package, volume, registry), record
+
+
+@pytest.mark.slow
+def test_brain_structures_match_brainchop(structures_on_norm):
+    """brainchop's pipeline (re-implemented in Python by the build script, MeshNet in PyTorch)
+    on norm.mgz, against the node (after deepbet, whose mask bounds the labels)."""
+    package, _, out, _ = structures_on_norm
+    reference = load_image_file(MODELS / "brain_structures_t1" / "reference" / "norm_labels.nii.gz",
+                                dtype=None)
+    agree = _agreement(_network_values(package, out.label_map), reference.array.astype(np.int64))
+    assert agree >= 0.9999, f"{agree:.6f} of voxels agree with brainchop"
+
+
+# FreeSurfer aseg values of the network's 17 structures (left and right together); the
+# Destrieux cortex (11101-11175 left, 12101-12175 right) is the cerebral cortex.
+ASEG_17 = {1: [2, 41], 2: [*range(11101, 11176), *range(12101, 12176)], 3: [4, 43], 4: [5, 44],
+           5: [7, 46], 6: [8, 47], 7: [10, 49], 8: [11, 50], 9: [12, 51], 10: [13, 52],
+           11: [14], 12: [15], 13: [16], 14: [17, 53], 15: [18, 54], 16: [26, 58], 17: [28, 60]}
+
+
+@pytest.mark.slow
+def test_brain_structures_accuracy_against_freesurfer(structures_on_norm, shared_data):
+    """Against FreeSurfer's own segmentation of the same brain mapped to the 17 structures:
+    mean Dice >= 0.78 and hippocampus >= 0.80 (brainchop measured 0.785 and 0.83 here); each
+    hippocampus on its side >= 0.80, and the split agrees with FreeSurfer's sides."""
+    from node.measure.agreement import evaluate_labels
+
+    package, volume, out, _ = structures_on_norm
+    aseg = load_input(shared_data / "mr_brain_freesurfer_niivue" / "aparc.a2009s+aseg.mgz")
+    aseg = aseg.with_array(aseg.array.astype(np.int32))
+    network = volume.with_array(_network_values(package, out.label_map))
+    dice = {r.label: r.dice for r in evaluate_labels(network, aseg, ASEG_17)}
+    assert float(np.mean(list(dice.values()))) >= 0.78, dice
+    assert dice[14] >= 0.80, dice
+    sides = {r.label: r.dice for r in evaluate_labels(
+        volume.with_array(out.label_map), aseg, {17: [17], 53: [53], 2: [2], 41: [41]})}
+    assert sides[17] >= 0.80 and sides[53] >= 0.80, sides
+    assert sides[2] >= 0.87 and sides[41] >= 0.87, sides  # white matter: the split is right
