@@ -15,6 +15,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from node import __version__
+from node.imaging.volume import Volume
 
 # A field over patient coordinates: (x, y, z) arrays in LPS mm -> values (HU for CT).
 Field = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -131,6 +132,74 @@ def write_series(
         for keyword, value in (extra or {}).items():
             setattr(ds, keyword, value)
         path = out / f"{k + 1:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+# A 3D T1-weighted gradient-echo acquisition (MPRAGE-like), as an MR scanner describes it.
+T1_MPRAGE = {
+    "MRAcquisitionType": "3D",
+    "ScanningSequence": ["GR", "IR"],
+    "SequenceVariant": ["SP", "MP"],
+    "ScanOptions": "",
+    "SequenceName": "*tfl3d1",
+    "RepetitionTime": "2300",
+    "EchoTime": "2.98",
+    "InversionTime": "900",
+    "FlipAngle": "9",
+    "EchoTrainLength": 1,
+    "MagneticFieldStrength": "3",
+    "BodyPartExamined": "HEAD",
+}
+
+
+def write_volume_series(
+    volume: Volume,
+    out_dir: str | Path,
+    *,
+    series_description: str = "T1 MPRAGE sag",
+    attributes: dict[str, object] | None = None,
+    study_uid: str | None = None,
+    patient_name: str = "Synthetic^Phantom",
+    patient_id: str = "SYNTH0001",
+) -> list[Path]:
+    """Write a real volume (a NIfTI or MGZ from a public data set) as a single-frame MR series,
+    one file per k-slice, keeping its geometry exactly; ``attributes`` default to a 3D T1
+    (``T1_MPRAGE``). Intensities are stored as integers (rounded). The patient is fictitious."""
+    d = np.asarray(volume.direction, dtype=float)
+    array = volume.array
+    origin = np.asarray(volume.origin, dtype=float)
+    if np.dot(np.cross(d[:, 0], d[:, 1]), d[:, 2]) < 0:  # left-handed: write k the other way
+        origin = volume.index_to_patient(np.array([0.0, 0.0, volume.shape_ijk[2] - 1]))
+        array = array[::-1]
+    i, j, k = volume.shape_ijk
+    geometry = SeriesGeometry(
+        rows=j, columns=i, slices=k, pixel_spacing=(volume.spacing[1], volume.spacing[0]),
+        slice_spacing=volume.spacing[2], origin=(origin[0], origin[1], origin[2]),
+        orientation=(*d[:, 0], *d[:, 1]),  # type: ignore[arg-type]
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    study_uid = study_uid or generate_uid()
+    series_uid, frame_uid = generate_uid(), generate_uid()
+    stored_all = np.clip(np.rint(array), -32768, 32767).astype(np.int16)
+    paths = []
+    for index in range(k):
+        ds = _slice_dataset(geometry, index, MRImageStorage, "MR")
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.FrameOfReferenceUID = frame_uid
+        ds.SeriesNumber = 1
+        ds.SeriesDescription = series_description
+        ds.PatientName = patient_name
+        ds.PatientID = patient_id
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+        ds.PatientPosition = "HFS"
+        for keyword, value in {**T1_MPRAGE, **(attributes or {})}.items():
+            setattr(ds, keyword, value)
+        ds.PixelData = np.ascontiguousarray(stored_all[index]).tobytes()
+        path = out / f"{index + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths

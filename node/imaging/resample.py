@@ -210,6 +210,39 @@ def conform_grid(volume: Volume, size: Sequence[int], spacing: Sequence[float], 
                   origin=tuple(origin), direction=direction)
 
 
+def resample_inside(volume: Volume, grid: Volume, size: Sequence[int]) -> Volume:
+    """``volume`` on ``grid``'s geometry with ``size`` voxels, trilinear where all eight
+    neighbours of a point lie inside the source and 0 elsewhere, the weights from the fractional
+    index parts in double precision: niivue's ``conform`` (which brainchop runs), voxel for voxel
+    up to rounding, so networks trained on its output see the same intensities."""
+    vox2vox = np.linalg.inv(volume.affine) @ grid.affine  # grid (i, j, k, 1) -> source index
+    src = volume.array.astype(np.float64, copy=False)
+    k_n, j_n, i_n = src.shape
+    size_i, size_j, size_k = (int(s) for s in size)
+    out = np.zeros((size_k, size_j, size_i), dtype=np.float32)
+    jj, ii = np.mgrid[0:size_j, 0:size_i].astype(np.float64)
+    for k in range(size_k):
+        pos = [vox2vox[r, 0] * ii + (vox2vox[r, 1] * jj + (vox2vox[r, 2] * k + vox2vox[r, 3]))
+               for r in range(3)]
+        low = [np.floor(p) for p in pos]
+        ok = np.ones(ii.shape, dtype=bool)
+        for p, f, n in zip(pos, low, (i_n, j_n, k_n), strict=True):
+            ok &= (f >= 0) & (np.ceil(p) < n)
+        if not ok.any():
+            continue
+        fi, fj, fk = (f[ok].astype(np.int64) for f in low)
+        ci, cj, ck = (p[ok] - f[ok] for p, f in zip(pos, low, strict=True))
+        # a neighbour beyond the last voxel only ever has weight 0 (ceil < n keeps it inside)
+        i1, j1, k1 = (np.minimum(f + 1, n - 1) for f, n in ((fi, i_n), (fj, j_n), (fk, k_n)))
+        value = np.zeros(ci.shape)
+        for kk, wk in ((fk, 1 - ck), (k1, ck)):
+            for jx, wj in ((fj, 1 - cj), (j1, cj)):
+                for ix, wi in ((fi, 1 - ci), (i1, ci)):
+                    value += src[kk, jx, ix] * (wi * wj * wk)
+        out[k][ok] = value.astype(np.float32)
+    return _on_grid(out, grid, volume)
+
+
 def resample_onto(volume: Volume, grid: Volume, size: Sequence[int],
                   interpolation: Interpolation = "linear", default_value: float | None = None
                   ) -> Volume:

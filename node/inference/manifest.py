@@ -620,7 +620,7 @@ def _conform(t: TomlTable) -> Conform:
         size=t.numbers("size", 3, (256, 256, 256), integer=True),
         spacing=t.numbers("spacing", 3, (1.0, 1.0, 1.0)),
         orientation=orientation.upper(),
-        interpolation=t.str("interpolation", "linear", choices=("linear", "nearest")),
+        interpolation=t.str("interpolation", "linear", choices=("linear", "nearest", "inside")),
     )
     t.done()
     return out

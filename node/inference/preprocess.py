@@ -6,7 +6,13 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from node.imaging.resample import conform_grid, resample, resample_onto, resize_nearest
+from node.imaging.resample import (
+    conform_grid,
+    resample,
+    resample_inside,
+    resample_onto,
+    resize_nearest,
+)
 from node.imaging.volume import Volume
 from node.inference.manifest import InputSpec, Normalization
 
@@ -24,6 +30,8 @@ def model_grid(spec: InputSpec, volume: Volume) -> Volume:
     if spec.conform is not None:
         c = spec.conform
         grid = conform_grid(volume, c.size, c.spacing, c.orientation)
+        if c.interpolation == "inside":
+            return resample_inside(volume, grid, c.size)
         return resample_onto(volume, grid, c.size, c.interpolation,  # type: ignore[arg-type]
                              0.0 if fill is None else fill)
     direction = spec.orientation if spec.orientation != "native" else None
@@ -109,16 +117,15 @@ def prepare_normalization(norm: Normalization, ref: np.ndarray) -> Step:
         return _clip_scale(None, None, lo, 1.0 / (hi - lo) if hi > lo else 1.0)
     if norm.kind == "robust_range":
         out_max = p.get("out_max", 255.0)
-        if _already_conformed(ref, out_max):
-            return lambda x: None
         lo, scale = robust_range(ref, p.get("f_low", 0.0), p.get("f_high", 0.999),
                                  int(p.get("bins", 1000)), out_max)
 
-        def conform_intensities(x: np.ndarray) -> None:
+        def conform_intensities(x: np.ndarray) -> None:  # niivue's scalecropUint8
             x -= np.float32(lo)
-            x *= np.float32(scale)
+            if scale != 1.0:
+                x *= np.float32(scale)
             np.clip(x, 0.0, out_max, out=x)
-            np.rint(x, out=x)
+            np.trunc(x, out=x)
 
         return conform_intensities
     if norm.kind == "scale":
@@ -146,30 +153,35 @@ def _clip_scale(lo: float | None, hi: float | None, shift: float, factor: float)
     return step
 
 
-def _already_conformed(ref: np.ndarray, out_max: float) -> bool:
-    """Whether the intensities are already whole numbers within 0..out_max (a volume FreeSurfer
-    conformed before, such as norm.mgz), which FreeSurfer and brainchop leave as they are."""
-    lo, hi = float(ref.min()), float(ref.max())
-    return lo >= 0 and hi <= out_max and bool(np.all(np.equal(np.mod(_sample(ref), 1), 0)))
-
-
 def robust_range(data: np.ndarray, f_low: float, f_high: float, bins: int, out_max: float
                  ) -> tuple[float, float]:
-    """FreeSurfer's intensity range when it conforms a T1 (FastSurfer ``getscale``): the
-    lower and upper limits where the histogram's cumulative count passes ``f_low`` of all
-    voxels and ``f_high`` of the non-zero ones; returns (low, scale to 0..out_max)."""
-    src_min, src_max = float(data.min()), float(data.max())
-    nonzero = int(np.count_nonzero(np.abs(data) >= 1e-15))
-    total = data.size
-    bin_size = (src_max - src_min) / bins
-    hist, _ = np.histogram(data, bins)
-    cs = np.concatenate(([0], np.cumsum(hist)))
-    below = np.nonzero(cs < int(f_low * total))[0]
-    low = (below[-1] + 1 if below.size else 0) * bin_size + src_min
-    above = np.nonzero(cs >= total - int((1.0 - f_high) * nonzero))[0]
-    high = ((above[0] - 2) * bin_size + low) if above.size else src_max
-    scale = 1.0 if high == low else out_max / (high - low)
-    return low, scale
+    """FreeSurfer's intensity range when it conforms a T1, as niivue computes it for brainchop
+    (``getScale``, a port of FastSurfer's ``getscale``): a volume of whole numbers within
+    0..255 (stored as uint8) keeps its scale, from its minimum; otherwise the lower limit is where
+    the cumulative count of a ``bins``-bin histogram reaches ``f_low`` of all voxels, the upper
+    where it reaches all but ``1 - f_high`` of the non-zero ones. Returns (low, scale)."""
+    g_min, g_max = float(data.min()), float(data.max())
+    if _whole_0_255(data):
+        return g_min, 1.0
+    values = data.reshape(-1).astype(np.float64)
+    bin_size = (g_max - g_min) / bins
+    if bin_size <= 0:
+        return g_min, 1.0
+    index = np.minimum(np.floor((values - g_min) / bin_size), bins - 1).astype(np.int64)
+    cs = np.cumsum(np.bincount(index, minlength=bins))
+    low_bin = min(int(np.count_nonzero(cs < np.floor(f_low * values.size))), bins)
+    nonzero = int(np.count_nonzero(np.abs(values) >= 1e-15))
+    wanted = values.size - np.floor((1.0 - f_high) * nonzero)
+    high_bin = min(int(np.count_nonzero(cs[1:] < wanted)), bins - 1)
+    low, high = low_bin * bin_size + g_min, high_bin * bin_size + g_min
+    return low, 1.0 if high == low else out_max / (high - low)
+
+
+def _whole_0_255(data: np.ndarray) -> bool:
+    """Whether the intensities are whole numbers within 0..255, as a uint8 volume's are."""
+    sample = _sample(data)
+    return float(data.min()) >= 0 and float(data.max()) <= 255 and bool(
+        np.all(np.equal(np.mod(sample, 1), 0)))
 
 
 def _mean_std(x: np.ndarray, ddof: int) -> tuple[float, float]:

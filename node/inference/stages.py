@@ -160,7 +160,8 @@ def crop_box(spec: CropSpec, grid: Volume, masks: Mapping[str, Volume]) -> Box:
     mask, on the mask's own grid; its centre and size carried onto ``grid`` (scaled when the
     mask's grid is a resize of the same field of view, as deepbet's box is), grown by the
     margins, rounded half to even, and clipped to the grid. From a threshold: the voxels above
-    ``fraction`` of the intensity range, grown by ``margin`` voxels.
+    ``fraction`` of the intensity range, grown by ``margin`` voxels (so is a mask on the
+    grid itself without ``margin_fraction``: no rounding).
     """
     shape = grid.array.shape
     if spec.source == "threshold":
@@ -176,6 +177,9 @@ def crop_box(spec: CropSpec, grid: Volume, masks: Mapping[str, Volume]) -> Box:
         mask = resample_like(mask, grid, "nearest")
     lows, highs = _extent(mask.array > 0, spec.min_plane_fraction)
     m_shape, g_shape = np.array(mask.array.shape), np.array(shape)
+    if _same_field_of_view(mask, grid) and np.array_equal(m_shape, g_shape) and \
+            spec.margin_fraction == 0:
+        return _grown((lows, highs), shape, spec)
     if _same_field_of_view(mask, grid):
         factor = (g_shape.astype(np.float32) / m_shape.astype(np.float32)).astype(np.float32)
         centre = (np.float32(0.5) * (np.asarray(lows, np.float32) + np.asarray(highs, np.float32))
@@ -208,10 +212,11 @@ def _extent(inside: np.ndarray, min_fraction: float) -> tuple[list[int], list[in
 
 
 def _grown(extent: tuple[list[int], list[int]], shape: tuple[int, ...], spec: CropSpec) -> Box:
+    """The extent on its own grid grown by ``margin`` voxels, clipped (no rounding needed)."""
     lows, highs = extent
-    centre = (np.asarray(lows, np.float32) + np.asarray(highs, np.float32)) * np.float32(0.5)
-    size = np.asarray(highs, np.float32) - np.asarray(lows, np.float32)
-    return _box_from_centre(centre, size, np.array(shape), spec)
+    out = [slice(max(0, lo - spec.margin), min(n, hi + spec.margin))
+           for lo, hi, n in zip(lows, highs, shape, strict=True)]
+    return (out[0], out[1], out[2])
 
 
 def _box_from_centre(centre: np.ndarray, size: np.ndarray, shape: np.ndarray, spec: CropSpec
