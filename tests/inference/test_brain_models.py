@@ -109,3 +109,16 @@ def test_brain_structures_accuracy_against_freesurfer(structures_on_norm, shared
         volume.with_array(out.label_map), aseg, {17: [17], 53: [53], 2: [2], 41: [41]})}
     assert sides[17] >= 0.80 and sides[53] >= 0.80, sides
     assert sides[2] >= 0.87 and sides[41] >= 0.87, sides  # white matter: the split is right
+
+
+@pytest.mark.slow
+def test_mr_brain_extraction_matches_brainchop_on_a_flair(shared_data, registry):
+    """mindgrab as brainchop runs it (niivue's conform, min-max, crop, largest component),
+    re-implemented by the build script with MeshNet in PyTorch, on a FLAIR (not a T1)."""
+    _, source = _reference("brain_extraction_mr", "flair", shared_data)
+    out = run_model(load_package(MODELS / "brain_extraction_mr"), load_input(source), registry)
+    reference = load_image_file(MODELS / "brain_extraction_mr" / "reference" /
+                                "flair_labels.nii.gz", dtype=None)
+    assert out.label_map is not None
+    agree = _agreement(out.label_map > 0, reference.array > 0)
+    assert agree >= 0.9999, f"{agree:.6f} of voxels agree with brainchop"

@@ -372,3 +372,19 @@ def test_manifest_errors_of_the_new_keys_name_the_key(change, message):
     change(raw)
     with pytest.raises(ManifestError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_manifest(raw, path)
+
+
+def test_resample_inside_is_trilinear_inside_and_zero_outside():
+    """niivue's conform sampling: a linear ramp is reproduced exactly where all eight
+    neighbours exist; a point needing a neighbour beyond the last voxel gets 0."""
+    from node.imaging.resample import resample_inside
+
+    k, j, i = np.mgrid[0:6, 0:7, 0:8].astype(np.float32)
+    source = Volume(2 * i + 3 * j + 5 * k + 1, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    grid = Volume(np.zeros((1, 1, 1), np.float32), (1.0, 1.0, 1.0), (0.25, 0.5, 0.75))
+    out = resample_inside(source, grid, (8, 7, 6)).array
+    kk, jj, ii = np.mgrid[0:6, 0:7, 0:8].astype(np.float64)
+    expected = 2 * (ii + 0.25) + 3 * (jj + 0.5) + 5 * (kk + 0.75) + 1
+    inside = (ii + 0.25 <= 7) & (jj + 0.5 <= 6) & (kk + 0.75 <= 5)
+    np.testing.assert_allclose(out[inside], expected[inside], rtol=1e-6)
+    assert not out[~inside].any()
