@@ -43,6 +43,21 @@ def test_route_explain_sends_a_3d_t1_to_the_brain_models(t1_series):
     assert "MATCH route 'mr-brain-t1'" in result.stdout, result.stdout
     assert "brain_extraction_t1" in result.stdout and "brain_structures_t1" in result.stdout
     assert "MRAcquisitionType is '3D'" in result.stdout, result.stdout
+    assert "MATCH route 'mr-brain-other'" not in result.stdout, result.stdout
+
+
+def test_route_explain_sends_a_flair_to_the_contrast_independent_extraction(shared_data,
+                                                                          tmp_path):
+    flair = load_input(shared_data / "mr_brain_niivue" / "FLAIR.nii.gz")
+    write_volume_series(flair, tmp_path / "flair", series_description="AX FLAIR",
+                        attributes={"MRAcquisitionType": "2D", "SequenceName": "*tir2d1",
+                                    "ScanningSequence": ["SE", "IR"]})
+    result = subprocess.run([sys.executable, "-m", "node", "route", "--explain",
+                             str(tmp_path / "flair"), "-c", str(REPO / "config.toml")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "MATCH route 'mr-brain-other'" in result.stdout, result.stdout
+    assert "MATCH route 'mr-brain-t1'" not in result.stdout, result.stdout
 
 
 @pytest.mark.slow
