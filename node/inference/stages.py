@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from node.imaging.resample import resample_like, resize_nearest
+from node.imaging.resample import resample, resample_like, resize_nearest
 from node.imaging.volume import Volume
 from node.inference.execute import Predictor, run_slicewise, run_sliding_window, run_whole
 from node.inference.manifest import CropSpec, Manifest, MaskSpec, Stage
@@ -267,6 +267,4 @@ def _back(small: Volume, crop: Volume, interpolation: str) -> np.ndarray:
 
 
 def _resize_linear(volume: Volume, size: tuple[int, ...]) -> Volume:
-    from node.imaging.resample import resample
-
     return resample(volume, size=size)
