@@ -68,9 +68,19 @@ class PipelineResult:
             "totals": {name: m.to_dict() for name, m in self.totals.items()},
             "lesions": [lesion.to_dict() for lesion in self.lesions],
             "classes": [c.to_dict() for c in self.classes],
+            **self._slice_probabilities(),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "files": {k: str(v) for k, v in self.files.items()},
         }
+
+    def _slice_probabilities(self) -> dict[str, Any]:
+        """A slice-wise classifier's probability of each class on each slice, in slice order."""
+        per_slice = self.output.slice_probabilities
+        if per_slice is None:
+            return {}
+        return {"slice_probabilities": {
+            lab.name: [round(float(p), 5) for p in per_slice[:, n]]
+            for n, lab in enumerate(self.output.labels)}}
 
 
 def run_pipeline(

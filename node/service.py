@@ -97,7 +97,8 @@ class Service:
         if requeued or failed:
             log.info("recovery: %d interrupted jobs queued again, %d failed", requeued, failed)
         for package in self.packages.values():  # sessions once, at start: one log line each
-            self.registry.get(package)
+            for stage in package.manifest.stages:
+                self.registry.get(package, stage)
         self.scheduler.start()
         self.workers.start()
         self.sender.start()

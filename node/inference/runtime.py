@@ -76,11 +76,13 @@ class SessionRegistry:
             return loaded
 
     def loaded(self, package: ModelPackage) -> LoadedModel | None:
-        """The model's session if it is already created (never creates one; for status)."""
-        key = (str(package.directory.resolve()), package.name, package.version,
-               package.manifest.stages[-1].file)
+        """The last stage's session once every stage's is created (never creates one; for
+        status)."""
+        folder = str(package.directory.resolve())
         with self._lock:
-            return self._models.get(key)
+            found = [self._models.get((folder, package.name, package.version, stage.file))
+                     for stage in package.manifest.stages]
+        return found[-1] if all(found) else None
 
     def clear(self) -> None:
         with self._lock:

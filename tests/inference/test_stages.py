@@ -340,6 +340,9 @@ def test_slicewise_classification_combines_slices(tmp_path, registry, combine, e
     out = run_model(pkg, Volume(a, (1, 1, 1), (0, 0, 0)), registry)
     assert out.class_probabilities[1] == pytest.approx(expected)
     np.testing.assert_allclose(out.slice_probabilities[:, 0], [0.1, 0.5, 0.9], atol=1e-6)
+    summary = run_pipeline(Volume(a, (1, 1, 1), (0, 0, 0)), pkg, tmp_path / "out",
+                           registry=registry).summary()
+    assert summary["slice_probabilities"]["bright"] == pytest.approx([0.1, 0.5, 0.9], abs=1e-5)
 
 
 
