@@ -18,7 +18,9 @@ def test_bundled_config_is_valid_and_routes_ct_by_modality() -> None:
     assert config.node.ae_title == "RADNODE"
     assert config.storage.fsync is True
     assert config.data_dir == REPO / "var"
-    assert [r.match.get("Modality") for r in config.routes] == ["CT"]
+    assert [(r.match.get("Modality"), r.models) for r in config.routes] == [
+        ("CT", ["lung_ct"]), ("MR", ["brain_extraction_t1", "brain_structures_t1"]),
+        ("MR", ["brain_extraction_mr"])]
 
 
 def test_every_setting_has_a_default() -> None:

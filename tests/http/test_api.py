@@ -86,7 +86,9 @@ def test_previews_are_rendered_and_cached(lung_node) -> None:
 
 
 def test_models(lung_node) -> None:
-    (model,) = lung_node.get("/api/models").json()["models"]
+    models = {m["name"]: m for m in lung_node.get("/api/models").json()["models"]}
+    assert set(models) == {p.parent.name for p in (REPO / "models").glob("*/model.toml")}
+    model = models["lung_ct"]
     assert model["name"] == "lung_ct" and model["version"] == "1.0.0"
     assert model["kind"] == "segmentation"
     assert model["provider"] == "CPUExecutionProvider" and model["device"] == "CPU"
