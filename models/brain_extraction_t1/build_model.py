@@ -15,7 +15,8 @@ Steps
    over 2 channels (0 background, 1 brain), N/D/H/W dynamic (D, H, W multiples of 32); rewrite
    each InstanceNormalization into plain ops with axis-by-axis means (``rewrite_instance_norm``:
    onnxruntime's own kernel loses float32 precision on 128^3 channels; ``--plain-instance-norm``
-   keeps it), and run ``onnx.checker``.
+   keeps it); write the final Softmax as plain ops (``rewrite_softmax``: onnxruntime's Softmax
+   kernel over the channel axis is slow), and run ``onnx.checker``.
 3. Run deepbet's own ``BrainExtraction(no_gpu=True).run()`` on chris_t1 (and the FLAIR), recording
    the networks' real inputs and the intermediate stages; compare ONNX Runtime against torch on
    those real inputs and at other spatial sizes (dynamic axes); write ``reference/``.
@@ -141,6 +142,7 @@ def export(pt: Path, out: Path, size: int, accurate_instance_norm: bool = True) 
     model = onnx.load_from_string(buf.getvalue())
     if accurate_instance_norm:
         rewrite_instance_norm(model)
+    rewrite_softmax(model)
     model.producer_name = "radnode models/brain_extraction_t1/build_model.py"
     model.doc_string = (
         f"deepbet {DEEPBET_VERSION} ({pt.name}, sha256 {sha256(pt)}), LinkNet3d; "
@@ -148,6 +150,37 @@ def export(pt: Path, out: Path, size: int, accurate_instance_norm: bool = True) 
     )
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(out))
+
+
+def rewrite_softmax(model: onnx.ModelProto) -> int:
+    """Replace each Softmax over the channel axis by ReduceMax, Sub, Exp, ReduceSum and Div.
+
+    Why: onnxruntime's CPU Softmax over axis 1 of a 5-D tensor takes 55 % of brain.onnx's time
+    at 256^3 (2.2 s of 4.0 s; bench/models); the same formula in plain ops costs ~0.3 s and
+    differs by at most 3e-8. Returns the number of nodes replaced."""
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    nodes, count = [], 0
+    for n in g.node:
+        if n.op_type != "Softmax":
+            nodes.append(n)
+            continue
+        axis = next((a.i for a in n.attribute if a.name == "axis"), -1)
+        p = f"{n.name}/plain/"
+        axes = numpy_helper.from_array(np.array([axis], np.int64))
+        nodes += [
+            helper.make_node("ReduceMax", [n.input[0]], [p + "max"], axes=[axis], keepdims=1),
+            helper.make_node("Sub", [n.input[0], p + "max"], [p + "shifted"]),
+            helper.make_node("Exp", [p + "shifted"], [p + "exp"]),
+            helper.make_node("Constant", [], [p + "axes"], value=axes),
+            helper.make_node("ReduceSum", [p + "exp", p + "axes"], [p + "sum"], keepdims=1),
+            helper.make_node("Div", [p + "exp", p + "sum"], [n.output[0]]),
+        ]
+        count += 1
+    del g.node[:]
+    g.node.extend(nodes)
+    return count
 
 
 def rewrite_instance_norm(model: onnx.ModelProto) -> int:
