@@ -129,6 +129,8 @@ class CropSpec:
     margin_fraction: float = 0.0
     resize: tuple[int, int, int] | None = None
     interpolation: str = "nearest"
+    within: str = ""  # an earlier stage or the 'after' model: the box stays inside its box
+    within_margin: int = 0  # voxels around that box
 
 
 @dataclass(frozen=True)
@@ -464,7 +466,11 @@ def _crop(t: TomlTable, sources: tuple[str, ...], spec: InputSpec) -> CropSpec:
         margin_fraction=t.num("margin_fraction", 0.0, low=0.0, high=10.0),
         resize=resize,
         interpolation=t.str("interpolation", "nearest", choices=("nearest", "linear")),
+        within=t.str("within", "", choices=sources) if sources else t.str("within", ""),
+        within_margin=t.int("within_margin", 0),
     )
+    if out.within and not sources:
+        t.fail("within", "needs an earlier stage or an 'after' model")
     t.done()
     return out
 

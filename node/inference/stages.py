@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -161,8 +161,19 @@ def crop_box(spec: CropSpec, grid: Volume, masks: Mapping[str, Volume]) -> Box:
     mask's grid is a resize of the same field of view, as deepbet's box is), grown by the
     margins, rounded half to even, and clipped to the grid. From a threshold: the voxels above
     ``fraction`` of the intensity range, grown by ``margin`` voxels (so is a mask on the
-    grid itself without ``margin_fraction``: no rounding).
+    grid itself without ``margin_fraction``: no rounding). With ``within``, the box is cut to
+    the box of that mask grown by ``within_margin`` voxels.
     """
+    box = _source_box(spec, grid, masks)
+    if spec.within:
+        bound = _source_box(replace(spec, source=spec.within, margin=spec.within_margin,
+                                    margin_fraction=0.0, min_plane_fraction=0.0), grid, masks)
+        box = tuple(slice(max(a.start, b.start), max(max(a.start, b.start), min(a.stop, b.stop)))
+                    for a, b in zip(box, bound, strict=True))  # type: ignore[assignment]
+    return box
+
+
+def _source_box(spec: CropSpec, grid: Volume, masks: Mapping[str, Volume]) -> Box:
     shape = grid.array.shape
     if spec.source == "threshold":
         a = grid.array
