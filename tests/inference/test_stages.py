@@ -391,3 +391,18 @@ def test_resample_inside_is_trilinear_inside_and_zero_outside():
     inside = (ii + 0.25 <= 7) & (jj + 0.5 <= 6) & (kk + 0.75 <= 5)
     np.testing.assert_allclose(out[inside], expected[inside], rtol=1e-6)
     assert not out[~inside].any()
+
+
+def test_a_threshold_crop_stays_within_another_masks_box():
+    from node.inference.manifest import CropSpec
+    from node.inference.stages import crop_box
+
+    a = np.zeros((20, 20, 20), np.float32)
+    a[2:18, 3:17, 4:16] = 1.0                      # bright head
+    grid = Volume(a, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    brain = grid.with_array(np.zeros_like(a, dtype=np.uint8))
+    brain.array[8:12, 9:11, 7:13] = 1
+    spec = CropSpec(source="threshold", fraction=0.5, within="brain", within_margin=2)
+    assert crop_box(spec, grid, {"brain": brain}) == (slice(6, 14), slice(7, 13), slice(5, 15))
+    wide = CropSpec(source="threshold", fraction=0.5)
+    assert crop_box(wide, grid, {}) == (slice(2, 18), slice(3, 17), slice(4, 16))
