@@ -96,6 +96,7 @@ class SessionRegistry:
         options.intra_op_num_threads = self.settings.intra_op_threads
         options.inter_op_num_threads = self.settings.inter_op_threads
         options.graph_optimization_level = _OPTIMIZATION[self.settings.graph_optimization]
+        options.enable_cpu_mem_arena = self.settings.cpu_memory_arena
         path = package.stage_path(stage)
         try:
             session = ort.InferenceSession(
