@@ -14,7 +14,9 @@ Four parts, each in fresh subprocesses (so one part's memory and threads never t
    warm-up call each, then --runs calls each, alternating (ORT first on even rounds, PyTorch
    first on odd ones); the medians are compared. The outputs are checked to agree (max absolute
    difference, argmax agreement), so both sides ran the same network on the same input.
-   Goal: the node at least 1.3x faster (torch median / ORT median >= 1.3).
+   Goal: the node at least 1.3x faster (torch median / ORT median >= 1.3). Where it is not, one
+   run under ONNX Runtime's profiler gives the kernel time by operator type, and a graph ending
+   in a Softmax is timed again with that Softmax written as plain operators (a what-if).
 2. **job**: ``run_pipeline`` from files to SEG + SR written (``results=ResultSettings(...)``, as
    the worker does) on chris_t1 written as a 3D T1 MR DICOM series, for ``brain_structures_t1``
    (which runs ``brain_extraction_t1`` first) and for ``brain_extraction_t1`` alone. Sessions
@@ -26,6 +28,10 @@ Four parts, each in fresh subprocesses (so one part's memory and threads never t
 3. **memory**: one job per fresh process, peak RSS (``ru_maxrss`` of that process, which is its
    VmHWM: interpreter, libraries, sessions and the job): brain_structures_t1 on the T1 DICOM
    series and on norm.mgz, brain_extraction_mr on FLAIR.nii.gz. Goal: <= 2.5 GB (10^9 bytes).
+   Each job's first run is traced: the peak RSS between checkpoints (session calls, the
+   pipeline's stages, the node's decode and clean-up functions; VmHWM reset at each), printed
+   in full where the goal is missed. The whole-head T1 job is run once more with the other
+   ``runtime.cpu_memory_arena`` setting, for comparison.
 4. **sliding**: a copy of brain_structures_t1 in a temporary folder whose stage runs by sliding
    window (each --sliding PATCH:OVERLAP), on norm.mgz; label agreement with the whole-volume run
    of part 3 (on the voxels either run labels, and on all 256^3), time and peak memory.
@@ -35,6 +41,10 @@ Four parts, each in fresh subprocesses (so one part's memory and threads never t
 
     python bench/models.py [--runs 3] [--quick] [--only bbox,brain,structures-norm,...]
                            [--provider CPUExecutionProvider|CUDAExecutionProvider] [--threads 2]
+
+On a shared machine, run the parts one at a time when the CPU is quiet, each with
+``--workdir DIR --json DIR/PART.json --reuse <the earlier json files>``; a last invocation with
+every ``--reuse`` file prints the whole report without running anything again.
 
 ``--only`` takes names from: bbox, brain, structures-norm, structures-t1, mindgrab-flair (the
 networks), job, memory, sliding. ``--quick``: one run of everything, no warm-up, first sliding
@@ -208,12 +218,22 @@ def trace_functions(trail: PeakTrail) -> list[tuple[Any, str, Any]]:
     return saved
 
 
-def registry_for(provider: str, threads: int) -> Any:
+def registry_for(provider: str, threads: int, arena: str = "default") -> Any:
+    """The node's SessionRegistry with these providers and threads; ``arena`` "on" or "off"
+    sets ``runtime.cpu_memory_arena`` (ONNX Runtime's CPU memory arena), "default" leaves the
+    node's default."""
     from node.config import RuntimeConfig
     from node.inference.runtime import SessionRegistry
 
     providers = [provider] if provider == CPU else [provider, CPU]
-    return SessionRegistry(RuntimeConfig(providers=providers, intra_op_threads=threads))
+    extra = {} if arena == "default" else {"cpu_memory_arena": arena == "on"}
+    return SessionRegistry(RuntimeConfig(providers=providers, intra_op_threads=threads, **extra))
+
+
+def default_arena() -> bool:
+    from node.config import RuntimeConfig
+
+    return bool(RuntimeConfig().cpu_memory_arena)
 
 
 def all_stages(package: Any) -> list[tuple[Any, Any]]:
@@ -459,26 +479,6 @@ def sliding_copy(tmp: Path, patch: int, overlap: float) -> Path:
     return dst
 
 
-def without_arena() -> None:
-    """What-if: the node's sessions made with ``enable_cpu_mem_arena = False`` (ONNX Runtime's
-    CPU arena keeps the largest run's memory after the run; without it the memory is freed)."""
-    import onnxruntime as ort
-
-    from node.inference import runtime
-
-    class NoArena:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(ort, name)
-
-        @staticmethod
-        def SessionOptions() -> Any:  # onnxruntime's name
-            options = ort.SessionOptions()
-            options.enable_cpu_mem_arena = False
-            return options
-
-    runtime.ort = NoArena()  # type: ignore[assignment]
-
-
 def child_job(args: argparse.Namespace) -> dict[str, Any]:
     from node.config import OutputConfig, ResultsConfig
     from node.imaging.inputs import load_input
@@ -486,8 +486,6 @@ def child_job(args: argparse.Namespace) -> dict[str, Any]:
     from node.pipeline import run_pipeline
     from node.results.objects import ResultSettings
 
-    if args.no_arena:
-        without_arena()
     with tempfile.TemporaryDirectory(prefix="radnode-bench-models-") as tmp:
         if args.setting:
             patch, overlap = args.setting.split(":")
@@ -495,7 +493,7 @@ def child_job(args: argparse.Namespace) -> dict[str, Any]:
         else:
             folder = REPO / "models" / args.model
         package = load_package(folder)
-        registry = registry_for(args.provider, args.threads)
+        registry = registry_for(args.provider, args.threads, args.arena)
         t = time.perf_counter()
         providers = {f"{p.name}/{s.name}": registry.get(p, s).provider
                      for p, s in all_stages(package)}
@@ -558,7 +556,7 @@ def child_job(args: argparse.Namespace) -> dict[str, Any]:
             del result, after
             gc.collect()
     return {"model": package.name, "input": str(source), "sliding": args.setting,
-            "no_arena": args.no_arena,
+            "arena": registry.settings.cpu_memory_arena,
             "providers": providers, "session_s": session_s, "baseline_rss": baseline,
             "runs": runs}
 
@@ -778,17 +776,19 @@ def part_memory(args: argparse.Namespace, series: Path, jobs: dict[str, Any], tm
         table.append((f"peak RSS: {key}", f"{first['peak'] / GB:.2f} GB", "<= 2.5 GB",
                       verdict(first["peak"] <= GOAL_PEAK_BYTES)))
         print_trail(first, full=first["peak"] > GOAL_PEAK_BYTES)
-        if first["peak"] > GOAL_PEAK_BYTES and args.provider == CPU:
-            say(f"   what-if for {key}: sessions without ONNX Runtime's CPU memory arena "
-                f"({load_avg()}) ...")
+        if source == series and model == "brain_structures_t1" and args.provider == CPU:
+            # the same job with the other arena setting, for comparison
+            other = "off" if default_arena() else "on"
+            say(f"   {key}, ONNX Runtime's CPU memory arena {other} "
+                f"(runtime.cpu_memory_arena = {str(other == 'on').lower()}) ({load_avg()}) ...")
             w = run_child("job", args, ["--model", model, "--input", str(source), "--runs", "1",
-                                        "--trace", "--no-arena"])["runs"][0]
-            say(f"      without the arena: peak {w['peak'] / GB:.2f} GB "
-                f"({w['peak'] / MIB:.0f} MiB), job {w['wall']:.1f} s "
-                f"(with it: {first['wall']:.1f} s, cold)")
+                                        "--trace", "--arena", other])["runs"][0]
+            say(f"      arena {other}: peak {w['peak'] / GB:.2f} GB ({w['peak'] / MIB:.0f} MiB), "
+                f"job {w['wall']:.1f} s (default, arena {'on' if default_arena() else 'off'}: "
+                f"{first['wall']:.1f} s; one cold job each)")
             print_trail(w, full=True)
-            table.append((f"  what-if: {key}, no ORT arena", f"{w['peak'] / GB:.2f} GB",
-                          "<= 2.5 GB", "(not the node)"))
+            table.append((f"  same, arena {other} (comparison)", f"{w['peak'] / GB:.2f} GB",
+                          "<= 2.5 GB", verdict(w["peak"] <= GOAL_PEAK_BYTES)))
     if "brain_extraction_t1" in jobs:
         first = jobs["brain_extraction_t1"]["runs"][0]
         say(f"   (brain_extraction_t1 alone on the T1 series: peak {first['peak'] / GB:.2f} GB)")
@@ -868,7 +868,8 @@ def main() -> int:
     parser.add_argument("--save-labels", help=argparse.SUPPRESS)
     parser.add_argument("--setting", help=argparse.SUPPRESS)  # a child's sliding window
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--no-arena", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--arena", choices=("default", "on", "off"), default="default",
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         result = child_net(args) if args.child == "net" else child_job(args)
@@ -889,7 +890,8 @@ def main() -> int:
 
     say(f"bench/models {time.strftime('%Y-%m-%d %H:%M')}: {machine()}; python "
         f"{platform.python_version()}, onnxruntime {ort.__version__}; provider {args.provider}, "
-        f"{args.threads} threads; {load_avg()}")
+        f"{args.threads} threads; ONNX Runtime CPU memory arena "
+        f"{'on' if default_arena() else 'off'} (the node's default); {load_avg()}")
     if args.quick:
         say("QUICK: one run each, no warm-up: a smoke test, not a measurement")
     say()
