@@ -87,12 +87,6 @@ def normalize(array: np.ndarray, spec: InputSpec, statistics: Statistics | None 
 Step = Callable[[np.ndarray], None]
 
 
-def apply_normalization(x: np.ndarray, norm: Normalization,
-                        reference: np.ndarray | None = None) -> None:
-    """Normalise a float32 array in place; statistics come from ``reference`` when given."""
-    prepare_normalization(norm, x if reference is None else reference)(x)
-
-
 def prepare_normalization(norm: Normalization, ref: np.ndarray) -> Step:
     """The normalisation with its statistics taken from ``ref``, as an in-place step."""
     p = norm.params
