@@ -33,22 +33,25 @@ def run_model(
     """Run one model (every stage) on one volume; every result is on ``volume``'s own grid.
 
     A model declared ``after`` another runs that one first, unless ``earlier`` already holds its
-    output for this volume; its mask is then available to crops and ``postprocess.within``.
+    output for this volume; its mask is then available to crops and ``postprocess.within``. The
+    timings include the earlier model's when this run ran it.
     """
     manifest = package.manifest
     registry = registry or default_registry()
     masks: dict[str, Volume] = {}
     prerequisite = None
+    seconds = [0.0, 0.0, 0.0]
     if manifest.after:
         prerequisite = (earlier or {}).get(manifest.after)
         if prerequisite is None:
             prerequisite = run_model(load_package(package.directory.parent / manifest.after),
                                      volume, registry)
+            t = prerequisite.timings
+            seconds = [t.preprocess, t.inference, t.postprocess]
         if prerequisite.label_map is None:
             raise RuntimeError(f"model {manifest.name}: {manifest.after} gave no label map")
         masks[manifest.after] = volume.with_array((prerequisite.label_map > 0).astype(np.uint8))
     statistics: dict[str, np.ndarray] = {}
-    seconds = [0.0, 0.0, 0.0]
     for stage in manifest.stages[:-1]:
         done = run_stage(registry.get(package, stage), volume, masks, statistics, final=False)
         masks[stage.name] = done.grid
