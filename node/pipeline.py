@@ -11,7 +11,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,8 @@ class PipelineResult:
             "totals": {name: m.to_dict() for name, m in self.totals.items()},
             "lesions": [lesion.to_dict() for lesion in self.lesions],
             "classes": [c.to_dict() for c in self.classes],
+            "flags": [{**f.to_dict(), "label_name": labels.get(f.label, str(f.label))}
+                      for f in self.output.flags],
             **self._slice_probabilities(),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "files": {k: str(v) for k, v in self.files.items()},
@@ -178,6 +180,9 @@ def measure(
         mask = output.label_map > 0
         return {}, find_lesions(volume, mask, output.probability, requests), ()
     regions = measure_labels(volume, output.label_map, wanted, requests, references)
+    for value, region in regions.items():
+        if raised := output.flags_of(value):
+            regions[value] = replace(region, flags=tuple(f.name for f in raised))
     return regions, [], ()
 
 

@@ -88,6 +88,14 @@ def chest_phantom(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     return out
 
 
+def chest_phantom_with_bowel_gas(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """The chest phantom with a bubble of gas (-1000 HU) in the anterior body wall, between
+    the lungs and touching neither: what a loop of bowel cut by the field of view looks like."""
+    out = chest_phantom(x, y, z)
+    out[(x / 15.0) ** 2 + ((y + 95.0) / 12.0) ** 2 <= 1.0] = -1000.0
+    return out
+
+
 def write_series(
     out_dir: str | Path,
     geometry: SeriesGeometry | None = None,

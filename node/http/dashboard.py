@@ -209,6 +209,16 @@ def _label_legend(labels: list[dict[str, Any]]) -> str:
         f'{escape(lab["name"])}</span>' for lab in labels)
 
 
+def _region_caption(name: str, region: dict[str, Any]) -> str:
+    """A region's volume, and what the result says against taking it as whole or sure."""
+    text = f"{escape(name)} {region['volume_ml']:.0f} ml"
+    if region.get("truncated"):
+        text += " (cut by the field of view)"
+    for flag in region.get("flags") or []:
+        text += f" ({escape(str(flag))})"
+    return text
+
+
 def _previews(node: api.Node, models: list[dict[str, Any]]) -> str:
     labels_by_model = {m["name"]: m["labels"] for m in models}
     figures = []
@@ -218,7 +228,7 @@ def _previews(node: api.Node, models: list[dict[str, Any]]) -> str:
             continue
         regions = (job.result or {}).get("regions") or {}
         volumes = " &middot; ".join(
-            f"{escape(name)} {r['volume_ml']:.0f} ml" for name, r in regions.items()
+            _region_caption(name, r) for name, r in regions.items()
             if isinstance(r, dict) and isinstance(r.get("volume_ml"), int | float))
         images = "".join(f'<img src="{url}" alt="job {job.id} preview {n + 1}" loading="eager">'
                          for n, url in enumerate(data["previews"]))

@@ -123,6 +123,31 @@ def graph_problems(manifest: Manifest, inputs: list, outputs: list,
                      f"{', '.join(sorted(outs))})")
     else:
         found += _output_problems(manifest, stage, outs[out.name])
+    if stage is manifest.stages[-1]:
+        found += _flag_problems(manifest, stage, outs)
+    return found
+
+
+def _flag_problems(manifest: Manifest, stage: Stage, outs: dict) -> list[str]:
+    """Each ``[[flags]]`` output is a graph output shaped like a label map: one channel (or
+    none) and the input's rank."""
+    found = []
+    rank = 4 if stage.input.layout in LAYOUTS_2D else 5
+    for i, flag in enumerate(manifest.flags):
+        arg = outs.get(flag.output)
+        if arg is None:
+            found.append(f"flags[{i}].output {flag.output!r} is not a graph output (graph "
+                         f"outputs: {', '.join(sorted(outs))})")
+            continue
+        dims = _dims(arg)
+        if len(dims) not in (rank, rank - 1):
+            found.append(f"flags[{i}]: output {arg.name!r} is a per-voxel mask of rank {rank} "
+                         f"or {rank - 1}; the graph's has rank {len(dims)} {arg.shape}")
+        elif len(dims) == rank:
+            channel_axis = -1 if stage.input.layout.endswith("C") else 1
+            if dims[channel_axis] not in (None, 1):
+                found.append(f"flags[{i}]: output {arg.name!r} must have one channel; the "
+                             f"graph gives {dims[channel_axis]}")
     return found
 
 

@@ -36,6 +36,12 @@ class Predictor:
         out = self.stage.output
         self.spatial_output = out.kind != "classification" and out.format != "boxes"
         self.labelmap = out.activation == "labelmap"
+        # The manifest's flag outputs, fetched with the labels of the last stage (a manifest
+        # allows flags only on a one-stage segmentation run whole); the last call's masks are
+        # kept in ``flag_masks`` by output name, (B, *spatial) bool.
+        last = self.stage is self.manifest.stages[-1]
+        self.flag_outputs = tuple(f.output for f in self.manifest.flags) if last else ()
+        self.flag_masks: dict[str, np.ndarray] = {}
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         axes = self.stage.run.mirror_axes
@@ -61,7 +67,13 @@ class Predictor:
     def _once(self, batch: np.ndarray) -> np.ndarray:
         x = np.moveaxis(batch, 1, -1) if self.channels_last else batch
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        (y,) = self.model.run({self.stage.input.name: x})
+        feeds = {self.stage.input.name: x}
+        if self.flag_outputs:
+            y, *masks = self.model.run(feeds, self.flag_outputs)
+            self.flag_masks = {name: self._flag_mask(name, np.asarray(m), batch)
+                               for name, m in zip(self.flag_outputs, masks, strict=True)}
+        else:
+            (y,) = self.model.run(feeds)
         y = np.asarray(y)
         if not self.spatial_output:
             return y
@@ -76,6 +88,20 @@ class Predictor:
                 f"{y.shape}; expected batch {n} and spatial size {batch.shape[2:]}"
             )
         return y if y.dtype == np.float32 or self.labelmap else y.astype(np.float32)
+
+    def _flag_mask(self, name: str, m: np.ndarray, batch: np.ndarray) -> np.ndarray:
+        """A flag output, ``(B, 1, *spatial)``, ``(B, *spatial)`` or channels-last, as a
+        ``(B, *spatial)`` bool mask (non-zero: the model could not decide the voxel)."""
+        n, spatial = batch.shape[0], batch.shape[2:]
+        axis = -1 if self.channels_last else 1
+        if m.ndim == self.spatial + 2 and m.shape[axis] == 1:  # its one channel
+            m = np.squeeze(m, axis=axis)
+        if m.shape != (n, *spatial):
+            raise RuntimeError(
+                f"model {self.manifest.name}: flag output {name} has shape {m.shape}; expected "
+                f"one channel, batch {n} and spatial size {spatial}"
+            )
+        return m != 0
 
 
 def run_whole(predict: Predictor, x: np.ndarray) -> np.ndarray:

@@ -193,6 +193,11 @@ class PostProcess:
     threshold: float | None = None
     min_size_mm3: float = 0.0
     largest_components: int = 0  # 0: keep all
+    # components touching the edge of the volume (pieces of an organ the field of view cut
+    # apart) stay when at least this share of the largest
+    cut_pieces: float = 0.0
+    # components touching these labels (cleaned before this one) stay, whatever their size
+    keep_touching: tuple[int, ...] = ()
     absorb: tuple[int, ...] = ()  # raw output values joined to this label where connected
     fill_holes: str = "none"  # none | 3d | axial
 
@@ -263,6 +268,20 @@ class Total:
 
 
 @dataclass(frozen=True)
+class FlagSpec:
+    """A flag the model raises itself: a second graph output, a per-voxel mask (the shape of
+    the label output) of the voxels whose label it could not decide. A listed label whose final
+    voxels overlap the mask is flagged, in the job's result and as a qualitative evaluation in
+    its SR group, so that a volume the model is unsure of is never reported as if it were sure.
+    """
+
+    output: str  # the graph output holding the mask (non-zero: undecided)
+    name: str  # shown in the result and the SR, e.g. "Undecided field of view"
+    labels: tuple[int, ...]  # reported label values that can be flagged
+    concept: Code | None = None  # the SR qualitative evaluation's value; None: the node's own
+
+
+@dataclass(frozen=True)
 class Stage:
     """One network of a package: its ONNX file, grid, crop, intensities, run and output.
 
@@ -296,6 +315,7 @@ class Manifest:
     after: str = ""  # a model run first on the same volume (its mask may crop or bound this one)
     postprocess: LabelsPostProcess = LabelsPostProcess()
     totals: tuple[Total, ...] = ()
+    flags: tuple[FlagSpec, ...] = ()
 
     @property
     def input(self) -> InputSpec:
@@ -408,13 +428,14 @@ def parse_manifest(raw: dict[str, Any], path: str | Path = "model.toml") -> Mani
     reported = [side.value for lab in labels for side in lab.sides()]
     totals = _totals(top, set(reported), after)
     measurements = _measurements(top, set(reported), {t.name for t in totals})
+    flags = _flags(top, stages, reported)
     top.done()
     return Manifest(
         name=name, version=version, description=description, licence=licence,
         intended_use=intended_use, for_clinical_use=for_clinical_use, accepts=accepts,
         stages=tuple(stages), labels=labels, sr_template=sr_template,
         measurements=measurements, path=path, after=after, postprocess=postprocess,
-        totals=totals,
+        totals=totals, flags=flags,
     )
 
 
@@ -742,6 +763,11 @@ def _labels(top: TomlTable, output: OutputSpec) -> tuple[LabelSpec, ...]:
                 top.fail(f"labels[{i}].name", f"duplicate label name {lab.name!r}")
             if lab.channel is not None and lab.channel == other.channel:
                 top.fail(f"labels[{i}].channel", f"channel {lab.channel} is used twice")
+        earlier = [other.value for other in labels[:i]]
+        late = [v for v in lab.postprocess.keep_touching if v not in earlier]
+        if late:
+            top.fail(f"labels[{i}].postprocess.keep_touching", f"{late} must be labels declared "
+                     "before this one (labels are cleaned in manifest order)")
     reported = [side.value for lab in labels for side in lab.sides()]
     for i, lab in enumerate(labels):
         if any(reported.count(side.value) > 1 for side in lab.sides()):
@@ -762,9 +788,16 @@ def _postprocess(t: TomlTable) -> PostProcess:
         threshold=t.num("threshold", None, low=0.0, high=1.0),
         min_size_mm3=t.num("min_size_mm3", 0.0, low=0.0),
         largest_components=t.int("largest_components", 0, low=0),
+        cut_pieces=t.num("cut_pieces", 0.0, low=0.0, high=1.0),
+        keep_touching=t.ints("keep_touching", ()),
         absorb=t.ints("absorb", ()),
         fill_holes=fill,
     )
+    removes = out.min_size_mm3 > 0 or out.largest_components > 0
+    for key, used in (("cut_pieces", out.cut_pieces > 0), ("keep_touching", out.keep_touching)):
+        if used and not removes:
+            t.fail(key, "keeps components that min_size_mm3 or largest_components would remove; "
+                   "give one of them")
     t.done()
     return out
 
@@ -785,6 +818,52 @@ def _totals(top: TomlTable, values: set[int], after: str) -> tuple[Total, ...]:
         if name in [o.name for o in out]:
             top.fail(f"totals[{i}].name", f"duplicate total {name!r}")
         out.append(Total(name, labels, from_after, _code(t, "type")))
+        t.done()
+    return tuple(out)
+
+
+def _flags(top: TomlTable, stages: list[Stage], reported: list[int]) -> tuple[FlagSpec, ...]:
+    """The ``[[flags]]``: masks the graph gives beside its labels. Only a one-stage
+    segmentation run whole, without a crop or mirroring, fetches them: there the mask lies on
+    the grid the labels are post-processed on, voxel for voxel."""
+    tables = top.tables("flags")
+    if not tables:
+        return ()
+    stage = stages[-1]
+    if len(stages) > 1:
+        top.fail("flags", f"only for a one-stage model (this one has {len(stages)} [[stages]])")
+    if stage.output.kind != "segmentation":
+        top.fail("flags", f"only for output.kind = 'segmentation' (got {stage.output.kind!r})")
+    if stage.run.mode != "whole":
+        top.fail("flags", f"only for run.mode = 'whole' (got {stage.run.mode!r})")
+    if stage.crop is not None:
+        top.fail("flags", "not with [crop]: the flag masks must cover the whole model grid")
+    if stage.run.mirror_axes:
+        top.fail("flags", "not with run.mirror_axes: a mask is not averaged over flips")
+    out: list[FlagSpec] = []
+    for i, t in enumerate(tables):
+        output = t.str("output")
+        if output == stage.output.name:
+            t.fail("output", f"is the label output {output!r}; a flag needs its own output")
+        labels = t.ints("labels", tuple(dict.fromkeys(reported)), nonempty=True)
+        unknown = [v for v in labels if v not in reported]
+        if unknown:
+            t.fail("labels", f"{unknown} are not label values this model reports")
+        flag = FlagSpec(output=output, name=t.str("name"), labels=labels,
+                        concept=_code(t, "concept"))
+        if flag.concept is not None and (len(flag.concept.value) > 16
+                                         or len(flag.concept.scheme) > 16
+                                         or len(flag.concept.meaning) > 64):
+            t.fail("concept", "value and scheme take at most 16 characters, meaning 64")
+        for other in out:
+            if flag.output == other.output:
+                top.fail(f"flags[{i}].output", f"output {output!r} is flagged twice")
+            if flag.name == other.name:
+                top.fail(f"flags[{i}].name", f"duplicate flag name {flag.name!r}")
+            if flag.concept == other.concept:
+                top.fail(f"flags[{i}].concept", "each flag needs its own concept (only one "
+                         "may leave it out)" if flag.concept is None else "is used twice")
+        out.append(flag)
         t.done()
     return tuple(out)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from node.inference.manifest import LabelSpec
+from node.inference.manifest import Code, LabelSpec
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,22 @@ class Box:
 
 
 @dataclass(frozen=True)
+class RaisedFlag:
+    """A manifest flag raised on one label: some of its final voxels are in the flag's mask
+    (the model could not decide them). Counted on the model grid, after post-processing."""
+
+    label: int  # the reported label value
+    name: str  # the flag's name in the manifest
+    voxels: int  # voxels of the label inside the mask, on the model grid
+    volume_ml: float  # their volume
+    concept: Code | None = None  # the SR value the manifest gives (None: the node's own)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"label": self.label, "name": self.name, "voxels": self.voxels,
+                "volume_ml": self.volume_ml}
+
+
+@dataclass(frozen=True)
 class ModelOutput:
     model: str
     version: str
@@ -53,6 +69,11 @@ class ModelOutput:
     timings: Timings = Timings()
     provider: str = ""
     after: ModelOutput | None = None  # the output of the model this one ran after
+    flags: tuple[RaisedFlag, ...] = ()  # the manifest's [[flags]] raised, label by label
 
     def label_name(self, value: int) -> str:
         return next(lab.name for lab in self.labels if lab.value == value)
+
+    def flags_of(self, label: int) -> tuple[RaisedFlag, ...]:
+        """The flags raised on the label reported under ``label``."""
+        return tuple(f for f in self.flags if f.label == label)

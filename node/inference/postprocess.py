@@ -102,14 +102,18 @@ def _clean_one(labels: np.ndarray, lab: LabelSpec, declared: np.ndarray, voxel_m
         return
     if post.min_size_mm3 > 0 or post.largest_components > 0:
         keep = components(mask, math.ceil(post.min_size_mm3 / voxel_mm3), post.largest_components)
+        if post.cut_pieces > 0:
+            keep |= cut_pieces(mask & ~keep, int(np.count_nonzero(keep)), post.cut_pieces)
+        if post.keep_touching:
+            keep |= touching(mask & ~keep, np.isin(labels, post.keep_touching))
         labels[mask & ~keep] = 0
         mask = keep
     if post.absorb:
         absorbable = np.isin(labels, post.absorb)
         if absorbable.any():
             cc = _component_ids(mask | absorbable)
-            touching = np.unique(cc[mask])
-            grow = absorbable & np.isin(cc, touching[touching > 0])
+            hit = np.unique(cc[mask])
+            grow = absorbable & np.isin(cc, hit[hit > 0])
             labels[grow] = lab.value
             mask |= grow
     if post.fill_holes != "none":
@@ -132,6 +136,49 @@ def components(mask: np.ndarray, min_voxels: int = 0, largest: int = 0,
     if largest > 0:
         keep &= ids <= largest
     return keep
+
+
+def cut_pieces(mask: np.ndarray, kept: int, fraction: float) -> np.ndarray:
+    """The components of ``mask`` that touch a face of the volume and hold at least
+    ``fraction`` of ``kept`` voxels.
+
+    A connected organ shows as one piece unless the field of view cuts it: then each other
+    piece joins it beyond the images, so it reaches their edge. False positives inside the
+    volume stay out, however large.
+    """
+    if not mask.any() or kept == 0:
+        return np.zeros_like(mask)
+    ids = _component_ids(mask)
+    at_edge = np.zeros(mask.shape, dtype=bool)
+    for axis in range(mask.ndim):
+        face = [slice(None)] * mask.ndim
+        for end in (0, -1):
+            face[axis] = slice(end, end + 1) if end == 0 else slice(-1, None)
+            at_edge[tuple(face)] = True
+    sizes = np.bincount(ids.ravel())
+    edge_ids = np.unique(ids[at_edge & mask])
+    big = [i for i in edge_ids if i > 0 and sizes[i] >= fraction * kept]
+    return np.isin(ids, big)
+
+
+def touching(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """The connected components of ``mask`` that share a face with ``other``."""
+    if not mask.any() or not other.any():
+        return np.zeros_like(mask)
+    beside = other.copy()
+    for axis in range(other.ndim):
+        for shift in (1, -1):
+            beside |= np.roll(other, shift, axis=axis) & _not_wrapped(other.shape, axis, shift)
+    ids = _component_ids(mask)
+    hit = np.unique(ids[beside & mask])
+    return np.isin(ids, hit[hit > 0])
+
+
+def _not_wrapped(shape: tuple[int, ...], axis: int, shift: int) -> np.ndarray:
+    """False on the slab that ``np.roll`` by ``shift`` along ``axis`` wraps around."""
+    keep = np.ones(shape[axis], dtype=bool)
+    keep[0 if shift > 0 else -1] = False
+    return keep.reshape([-1 if a == axis else 1 for a in range(len(shape))])
 
 
 def _component_ids(mask: np.ndarray) -> np.ndarray:

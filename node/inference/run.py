@@ -17,7 +17,7 @@ from node.imaging.volume import Volume
 from node.inference.execute import Predictor, run_slicewise, run_whole
 from node.inference.manifest import Manifest, ModelPackage, load_package
 from node.inference.midline import report_values
-from node.inference.output import Box, ModelOutput, Timings
+from node.inference.output import Box, ModelOutput, RaisedFlag, Timings
 from node.inference.postprocess import activate_, clean_labels, clean_union
 from node.inference.preprocess import model_grid, normalize
 from node.inference.runtime import SessionRegistry, default_registry
@@ -92,6 +92,7 @@ def run_model(
         within = resample_like(masks[manifest.postprocess.within], grid, "nearest").array
     clean_union(labels, manifest, within)
     grid = grid.with_array(report_values(labels, grid, manifest))
+    flags = raise_flags(grid, done.flag_masks, manifest)
     label_map = resample_like(grid, volume, interpolation=manifest.output.map_back).array
     probability = None
     if done.heat is not None:
@@ -103,9 +104,37 @@ def run_model(
         **common,
         label_map=label_map,
         probability=probability,
+        flags=flags,
         timings=Timings(seconds[0] + done.preprocess_s, seconds[1] + done.inference_s,
                         seconds[2] + done.decode_s + (t3 - t2)),
     )
+
+
+def raise_flags(grid: Volume, masks: Mapping[str, np.ndarray], manifest: Manifest
+                ) -> tuple[RaisedFlag, ...]:
+    """Each ``[[flags]]`` entry raised on each of its labels whose final voxels (``grid``: the
+    reported label map on the model grid, after every post-processing step) overlap its mask.
+    Counted on the model grid, where the mask is exact; the label map is mapped back after."""
+    out: list[RaisedFlag] = []
+    labels = grid.array
+    for spec in manifest.flags:
+        mask = masks.get(spec.output)
+        if mask is None:
+            raise RuntimeError(f"model {manifest.name}: flag output {spec.output!r} was not "
+                               "fetched")
+        if mask.shape != labels.shape:
+            raise RuntimeError(f"model {manifest.name}: flag output {spec.output!r} has shape "
+                               f"{mask.shape}; the labels {labels.shape}")
+        inside = labels[mask]
+        if inside.size == 0:
+            continue
+        counts = np.bincount(inside.ravel(), minlength=max(spec.labels) + 1)
+        for value in spec.labels:
+            n = int(counts[value])
+            if n:
+                out.append(RaisedFlag(value, spec.name, n,
+                                      n * grid.voxel_volume_mm3 / 1000.0, spec.concept))
+    return tuple(out)
 
 
 def _classify(predict: Predictor, x: np.ndarray, manifest: Manifest

@@ -44,8 +44,10 @@ class LoadedModel:
     provider: str
     stage: Stage
 
-    def run(self, feeds: dict[str, Any]) -> list[Any]:
-        return self.session.run([self.stage.output.name], feeds)
+    def run(self, feeds: dict[str, Any], extra: tuple[str, ...] = ()) -> list[Any]:
+        """The stage's output, then the ``extra`` outputs (a manifest's flag masks) in order;
+        onnxruntime computes only the outputs asked for."""
+        return self.session.run([self.stage.output.name, *extra], feeds)
 
 
 class SessionRegistry:

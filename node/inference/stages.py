@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -41,6 +41,8 @@ class StageRun:
     preprocess_s: float
     inference_s: float
     decode_s: float
+    # The manifest's flag masks on the grid, by output name (bool; the last stage only).
+    flag_masks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def run_stage(
@@ -88,8 +90,12 @@ def run_stage(
             heat = paste(heat, box, grid.array.shape)
     if stage.mask is not None:
         labels = clean_mask(labels, stage.mask)
+    # Flags come only from a whole, uncropped run (the manifest allows no other): the masks
+    # lie on the grid like the labels, less the padding.
+    flag_masks = {name: m[0][tuple(slice(0, n) for n in spatial)]
+                  for name, m in predict.flag_masks.items()}
     return StageRun(grid.with_array(labels), heat, t1 - t0, inference_s,
-                    decode_s + time.perf_counter() - t2)
+                    decode_s + time.perf_counter() - t2, flag_masks)
 
 
 def _segment(predict: Predictor, x: np.ndarray, manifest: Manifest, stage: Stage, final: bool

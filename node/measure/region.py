@@ -2,6 +2,10 @@
 
 Each region is measured on the crop of its bounding box, so the cost follows the region's size,
 not the volume's. See RegionMeasurements for the geometry model (union of voxel boxes).
+
+A region whose voxels reach a face of the volume (its first or last slice, row or column) is
+cut by the field of view: the faces it touches are named as patient directions
+(``truncated_at``), so that a report never gives such a volume as if it were whole.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ from node.measure.requests import (
 from node.measure.results import PERCENT_UCUM, DerivedValue, RegionMeasurements, intensity_unit
 
 Crop = tuple[slice, slice, slice]
+
+# LPS axes: the patient direction towards decreasing and increasing x, y, z.
+_DIRECTIONS = (("right", "left"), ("anterior", "posterior"), ("inferior", "superior"))
+# The order faces are listed in: x, y, z, the negative direction first.
+FACES = tuple(name for pair in _DIRECTIONS for name in pair)
 
 
 def grid_array(volume: Volume, other: np.ndarray | Volume, what: str) -> np.ndarray:
@@ -128,6 +137,28 @@ def _derived_unit(r: MeasurementRequest, unit: str) -> str:
     return unit if r.kind == "percentile" else PERCENT_UCUM
 
 
+def truncated_faces(volume: Volume, lo: Sequence[int], hi: Sequence[int]) -> tuple[str, ...]:
+    """The patient directions of the faces of ``volume`` that an (i, j, k) index box from
+    ``lo`` to ``hi`` (inclusive) touches, in FACES order; empty when it lies inside.
+
+    Each voxel axis is named by the LPS axis its direction is closest to (an oblique series
+    still has a nearest one), with the sign telling which of its faces is which: on an LPS grid
+    column 0 is the patient's right, on a RAS grid (i towards the right) it is the left.
+    """
+    found: set[str] = set()
+    for axis, size in enumerate(volume.shape_ijk):
+        column = np.asarray(volume.direction, dtype=np.float64)[:, axis]
+        lps = int(np.argmax(np.abs(column)))
+        negative, positive = _DIRECTIONS[lps]
+        towards_first, towards_last = (negative, positive) if column[lps] > 0 else \
+            (positive, negative)
+        if lo[axis] <= 0:
+            found.add(towards_first)
+        if hi[axis] >= size - 1:
+            found.add(towards_last)
+    return tuple(face for face in FACES if face in found)
+
+
 def _point(v: np.ndarray) -> tuple[float, float, float]:
     return (float(v[0]), float(v[1]), float(v[2]))
 
@@ -226,5 +257,6 @@ def measure_crop(
         diameter_endpoints_lps=endpoints,
         intensity_unit=unit,
         derived=tuple(derived),
+        truncated_at=truncated_faces(volume, lo, hi),
         **stats,
     )

@@ -61,6 +61,12 @@ class RegionMeasurements:
     diameter 0. ``centroid_lps`` is the mean of the voxel centres. ``bbox_index`` is the
     inclusive (i, j, k) index range. ``std`` is the population standard deviation (ddof=0);
     ``derived`` holds the parametric measurements in the order requested.
+
+    ``truncated_at`` names the faces of the imaged volume the region touches, as patient
+    directions ("right", "left", "anterior", "posterior", "inferior", "superior"): a region
+    cut by the field of view continues beyond it, so its volume and every other measurement
+    cover only the imaged part. ``flags`` are the names of the flags the model raised on the
+    region (a manifest's ``[[flags]]``: voxels of it the model could not decide).
     """
 
     label: int | None
@@ -77,10 +83,17 @@ class RegionMeasurements:
     max: float | None = None
     intensity_unit: str = "1"
     derived: tuple[DerivedValue, ...] = field(default_factory=tuple)
+    truncated_at: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:
         return self.voxel_count == 0
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the field of view cuts the region (it touches a face of the volume)."""
+        return bool(self.truncated_at)
 
     def value(self, name: str) -> float | None:
         """A measurement by the name a manifest uses ("volume", "mean", "LAA-950", ...)."""
@@ -116,6 +129,9 @@ class RegionMeasurements:
             "max": self.max,
             "intensity_unit": self.intensity_unit,
             "derived": [d.to_dict() for d in self.derived],
+            "truncated": self.truncated,
+            "truncated_at": list(self.truncated_at),
+            "flags": list(self.flags),
         }
 
 

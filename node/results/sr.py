@@ -7,6 +7,11 @@ of a classifier, for labels the template reports that were not found a TID 1501 
 volume). Every group carries a tracking identifier and a deterministic tracking UID; the finding
 site of a lateral (split) label carries its laterality (TID 1419 concept modifier).
 
+A region cut by the field of view (RegionMeasurements.truncated) and a label the model flagged
+(ModelOutput.flags, a manifest's ``[[flags]]``) carry that caveat in their own group, as the
+qualitative evaluation "Quality Finding" = "Anatomy coverage incomplete" or the flag's concept,
+so that a reader of the SR sees that the measurements cover only part of the finding.
+
 Totals are TID 1501 (measurements on the source images), not TID 1411: a TID 1411 group
 references exactly one segment of a SEG, and a total is not one. The intracranial volume is the
 brain mask of the model this one ran after (its own SEG, if any, is another object with another
@@ -37,10 +42,15 @@ from node.results.sources import SourceImages, prepare_sources
 from node.results.templates import (
     ABSENT,
     ATTENUATION,
+    COVERAGE_INCOMPLETE,
     HOUNSFIELD,
+    LOCAL_SCHEME,
+    LOCAL_SCHEME_NAME,
     PRESENT,
     PROBABILITY,
+    QUALITY_FINDING,
     UCUM_NO_UNITS,
+    UNDECIDED,
     GroupSpec,
     MeasurementCode,
     SRTemplate,
@@ -144,7 +154,7 @@ def build_report(
         series_time=content_datetime.time(),
         coding_schemes=[
             CodingSchemeIdentificationItem(designator, name=name)
-            for designator, name in sorted(template.coding_schemes.items())
+            for designator, name in sorted(ctx.coding_schemes().items())
         ] or None,
         contributing_equipment=[
             model_equipment(manufacturer, output.model, output.version, device_uid,
@@ -170,6 +180,34 @@ class _Context:
             name=output.model, version=output.version,
             family=codes.cid7162.ArtificialIntelligence,
         )
+        self.schemes_used: set[str] = set()  # coding schemes of the codes the node adds
+
+    def coding_schemes(self) -> dict[str, str]:
+        """The template's local schemes, and those of the codes the node wrote itself (its own
+        99RADNODE, a flag's): every local scheme in the SR gets an identification item."""
+        schemes = dict(self.template.coding_schemes)
+        for scheme in sorted(self.schemes_used - set(schemes)):
+            if scheme == LOCAL_SCHEME:
+                schemes[scheme] = LOCAL_SCHEME_NAME
+            elif scheme.startswith("99"):
+                raise ResultsError(f"a flag of model {self.output.model} uses the local coding "
+                                   f"scheme {scheme!r}: declare it in [coding_schemes] of SR "
+                                   f"template {self.template.name!r}")
+        return schemes
+
+    def caveats(self, value: int | None, region: RegionMeasurements | None
+                ) -> list[hd.sr.QualitativeEvaluation]:
+        """What limits a finding's measurements: the field of view cuts its region, or the
+        model flagged the label (``value``) as partly undecided."""
+        out = []
+        if region is not None and region.truncated:
+            out.append(hd.sr.QualitativeEvaluation(coded(QUALITY_FINDING),
+                                                   coded(COVERAGE_INCOMPLETE)))
+        for flag in self.output.flags_of(value) if value is not None else ():
+            concept = flag.concept or UNDECIDED
+            self.schemes_used.add(concept.scheme)
+            out.append(hd.sr.QualitativeEvaluation(coded(QUALITY_FINDING), coded(concept)))
+        return out
 
     def uid(self, *parts: str) -> str:
         return derive_uid(self.sr_uid, *parts, root=self.uid_root)
@@ -252,6 +290,7 @@ def _segment_groups(ctx: _Context, group: GroupSpec, seg: Dataset, src: SourceIm
             identifier=ctx.tracking_id(group, label),
         )
         items = _region_measurements(ctx, group, region) if region else []
+        evaluations = ctx.caveats(label.value, region)
         if str(seg.SOPClassUID) == LABELMAP_SOP_CLASS:
             # DCMTK (dsrdump) and dciodvfy do not know Label Map SEG as a segmentation and
             # reject a Referenced Segment to it: a TID 1501 group on the slices holding the
@@ -262,6 +301,7 @@ def _segment_groups(ctx: _Context, group: GroupSpec, seg: Dataset, src: SourceIm
                 finding_sites=sites or None,
                 algorithm_id=ctx.algorithm,
                 measurements=items or None,
+                qualitative_evaluations=evaluations or None,
                 source_images=_source_images(src, region),
             ))
             continue
@@ -277,6 +317,7 @@ def _segment_groups(ctx: _Context, group: GroupSpec, seg: Dataset, src: SourceIm
             finding_sites=sites or None,
             algorithm_id=ctx.algorithm,
             measurements=items or None,
+            qualitative_evaluations=evaluations or None,
         ))
     return out
 
@@ -312,6 +353,7 @@ def _lesion_groups(ctx: _Context, group: GroupSpec,
                 finding_sites=sites or None,
                 algorithm_id=ctx.algorithm,
                 measurements=_region_measurements(ctx, group, m, lesion.max_probability),
+                qualitative_evaluations=ctx.caveats(None, m) or None,
             ))
     return out
 
@@ -464,6 +506,7 @@ def _total_groups(ctx: _Context, spec: TotalsSpec, totals: Mapping[str, RegionMe
             finding_sites=[hd.sr.FindingSite(coded(code))] if code else None,
             algorithm_id=ctx.algorithm,
             measurements=items or None,
+            qualitative_evaluations=ctx.caveats(None, region) or None,
             source_images=_source_images(src, region if not region.is_empty else None),
         ))
     return out

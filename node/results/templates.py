@@ -37,6 +37,19 @@ IMAGING_PROCEDURE = Code("363679005", "SCT", "Imaging procedure")
 PRESENT = Code("52101004", "SCT", "Present")
 ABSENT = Code("272519000", "SCT", "Absent")
 
+# Caveats on a finding's measurements, written as qualitative evaluations "Quality Finding" =
+# <what>, in the finding's own group, by every model. DCM 111052 "Quality Finding" names an
+# observation that limits a result; DCM 130576 "Anatomy coverage incomplete" (PS3.16 CID 6315,
+# a series quality finding) says the images do not cover the whole structure: a region cut by
+# the field of view. A manifest flag gives its own value (``[[flags]] concept``), else
+# UNDECIDED, a local code: no standard concept says "the algorithm could not decide part of
+# this region".
+QUALITY_FINDING = Code("111052", "DCM", "Quality Finding")
+COVERAGE_INCOMPLETE = Code("130576", "DCM", "Anatomy coverage incomplete")
+LOCAL_SCHEME = "99RADNODE"
+LOCAL_SCHEME_NAME = "radnode local codes"
+UNDECIDED = Code("UNDECIDED", LOCAL_SCHEME, "Region partly undecided by the algorithm")
+
 # Names a template may list without defining: the region/lesion fields the node measures
 # (RegionMeasurements.value) and a detection's or classifier's probability.
 PROBABILITY = "probability"
@@ -187,6 +200,12 @@ class SRTemplate:
                 if name not in TOTAL_MEASUREMENTS:
                     problems.append(f"totals.measurements: {name!r} is not measured of totals "
                                     f"(only {', '.join(TOTAL_MEASUREMENTS)})")
+        for i, flag in enumerate(manifest.flags):
+            scheme = flag.concept.scheme if flag.concept else LOCAL_SCHEME
+            if scheme.startswith("99") and scheme != LOCAL_SCHEME and \
+                    scheme not in self.coding_schemes:
+                problems.append(f"coding_schemes: local scheme {scheme!r} of the manifest's "
+                                f"flags[{i}].concept is not declared")
         return problems
 
     def _where(self) -> str:

@@ -54,7 +54,7 @@ def test_job_details(lung_node) -> None:
     job = lung_node.get(f"/api/jobs/{lung_node.job.id}").json()
     assert job["state"] == job["outcome"] == "done"
     assert job["error"] is None
-    assert job["model_version"] == "1.0.0" and job["provider"] == "CPUExecutionProvider"
+    assert job["model_version"] == "1.1.0" and job["provider"] == "CPUExecutionProvider"
     assert set(job["timings"]) == STAGES and all(v >= 0 for v in job["timings"].values())
     assert job["total_seconds"] == pytest.approx(sum(job["timings"].values()), abs=1e-3)
     assert job["attempts"] == 1 and job["finished_at"] >= job["started_at"] >= job["created_at"]
@@ -89,7 +89,7 @@ def test_models(lung_node) -> None:
     models = {m["name"]: m for m in lung_node.get("/api/models").json()["models"]}
     assert set(models) == {p.parent.name for p in (REPO / "models").glob("*/model.toml")}
     model = models["lung_ct"]
-    assert model["name"] == "lung_ct" and model["version"] == "1.0.0"
+    assert model["name"] == "lung_ct" and model["version"] == "1.1.0"
     assert model["kind"] == "segmentation"
     assert model["provider"] == "CPUExecutionProvider" and model["device"] == "CPU"
     assert model["accepts"]["modalities"] == ["CT"] and model["accepts"]["min_slices"] == 20

@@ -44,6 +44,11 @@ def test_dashboard_in_headless_chromium(lung_node, tmp_path, fetch) -> None:
     assert page.status == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
     html = page.body.decode()
     assert f'id="job-{job.id}"' in html and f'id="preview-{job.id}"' in html
+    # the phantom's lungs reach its first and last slice: their volumes say so
+    regions = job.result["regions"]
+    assert regions["Left lung"]["truncated_at"] == ["inferior", "superior"]
+    assert f"Left lung {regions['Left lung']['volume_ml']:.0f} ml (cut by the field of view)" \
+        in html
 
     dom = run_chromium(tmp_path / "profile-dom", "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]

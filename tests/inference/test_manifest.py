@@ -21,7 +21,7 @@ def _raw() -> dict:
 
 def test_lung_manifest_parses():
     m = load_manifest(LUNG)
-    assert (m.name, m.version, m.for_clinical_use) == ("lung_ct", "1.0.0", False)
+    assert (m.name, m.version, m.for_clinical_use) == ("lung_ct", "1.1.0", False)
     assert m.input.spacing == (3.0, 3.0, 3.0) and m.input.orientation == "LPS"
     assert [lab.name for lab in m.labels] == ["Left lung", "Right lung", "Body"]
     assert m.label(1).type.value == "44029006" and m.label(1).type.scheme == "SCT"
@@ -71,6 +71,12 @@ CASES = [
     ("labels.0.postprocess", {"fill_holes": "2d"}, "labels[0].postprocess.fill_holes"),
     ("labels.0.postprocess", {"largest_components": -1},
      "labels[0].postprocess.largest_components: must be an integer >= 0"),
+    ("labels.0.postprocess", {"cut_pieces": 0.2},
+     "labels[0].postprocess.cut_pieces: keeps components that min_size_mm3"),
+    ("labels.0.postprocess", {"largest_components": 1, "cut_pieces": 1.5},
+     "labels[0].postprocess.cut_pieces: must be"),
+    ("labels.0.postprocess", {"largest_components": 1, "keep_touching": [2]},
+     "labels[0].postprocess.keep_touching: [2] must be labels declared before this one"),
     ("measurements.0.labels", [7], "measurements[0].labels: [7] are not declared"),
     ("measurements.0.kind", _DELETE, "measurements[0].kind: is required"),
 ]

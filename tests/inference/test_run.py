@@ -214,3 +214,39 @@ def test_detection_boxes_map_to_source_indices_and_lps(tmp_path, registry):
     corners = vol.index_to_patient(np.array([box.index_min, box.index_max]))
     np.testing.assert_allclose(box.lps_min, corners.min(axis=0), atol=1e-9)
     np.testing.assert_allclose(box.lps_max, corners.max(axis=0), atol=1e-9)
+
+
+def test_pieces_cut_by_the_edge_and_pieces_touching_a_kept_label():
+    """``cut_pieces`` keeps the pieces of an organ that reach the edge of the volume (the field
+    of view cut them apart), not a false positive inside; ``keep_touching`` keeps the pieces of
+    a label that touch another label, whatever their size."""
+    from node.inference.manifest import LabelSpec, PostProcess
+    from node.inference.postprocess import _clean_one
+
+    labels = np.zeros((6, 20, 20), np.uint8)
+    labels[:, 2:10, 2:10] = 1          # the organ: 384 voxels
+    labels[:, 14:20, 2:6] = 1          # a piece cut by the edge (row 19): 144 voxels, 37 %
+    labels[2:4, 12:14, 12:14] = 1      # a false positive inside: 8 voxels
+    labels[:, 12:14, 17:20] = 1        # a small piece at the edge: 36 voxels, 9 %
+    declared = np.array([1, 2])
+    organ = LabelSpec(1, "organ", None, None, None, (255, 0, 0),
+                      PostProcess(largest_components=1, cut_pieces=0.2))
+    out = labels.copy()
+    _clean_one(out, organ, declared, 1.0)
+    assert (out == 1).sum() == 384 + 144
+    assert not out[2:4, 12:14, 12:14].any() and not out[:, 12:14, 17:20].any()
+
+    body = np.zeros((4, 10, 10), np.uint8)
+    body[:, :, :4] = 2                 # the body, 160 voxels
+    body[:, 5:, 4:6] = 1               # a lung that cuts it in two
+    body[:, 5:, 6:] = 2                # the body beyond the lung, 80 voxels
+    spec = LabelSpec(2, "body", None, None, None, (0, 0, 255),
+                     PostProcess(largest_components=1, keep_touching=(1,)))
+    out = body.copy()
+    _clean_one(out, spec, declared, 1.0)
+    assert (out == body).all()
+    alone = body.copy()
+    alone[alone == 1] = 0              # without the lung, the far piece is not kept
+    alone[:, 5:, 4:6] = 0
+    _clean_one(alone, spec, declared, 1.0)
+    assert (alone == 2).sum() == 160

@@ -38,7 +38,7 @@ def service(node_factory, **extra):
 
 def test_routed_series_runs_through_the_model(node_factory, tmp_path) -> None:
     node = service(node_factory)
-    assert "model lung_ct 1.0.0 runs on CPUExecutionProvider" in node.log()
+    assert "model lung_ct 1.1.0 runs on CPUExecutionProvider" in node.log()
     send(node.port, write_series(tmp_path / "ct", CHEST))
     store = node.store()
     job = node.wait_for(lambda: next((j for j in store.jobs() if j.state in ("done", "failed")),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from results._results_helpers import WHEN
 from validators import validate_set
@@ -82,3 +83,35 @@ def test_lung_sr_reports_volume_mean_and_laa950_per_lung(run):
         assert -975 < m.mean < -860
         assert 0 < m.value("LAA-950") < 30
         assert m.volume_ml > 300
+
+
+# A field of view inside the chest (lungs on all four borders, no body outline on the lateral
+# ones), 12 slices: a real DICOM series through the whole pipeline.
+INSIDE_CHEST = SeriesGeometry(rows=39, columns=77, slices=12, pixel_spacing=(3.0, 3.0),
+                              slice_spacing=3.0, origin=(-114.0, -66.0, 0.0))
+
+
+def test_a_cut_field_of_view_is_said_in_the_result_and_the_sr(tmp_path):
+    import json
+
+    from node.config import OutputConfig, ResultsConfig
+    from node.pipeline import run_pipeline
+    from node.results.objects import ResultSettings
+
+    paths = write_series(tmp_path / "ct", INSIDE_CHEST, chest_phantom)
+    settings = ResultSettings(ResultsConfig(), OutputConfig(), REPO / "sr_templates", WHEN)
+    result = run_pipeline(paths, load_package(REPO / "models" / "lung_ct"), tmp_path / "out",
+                          results=settings)
+    summary = json.loads((tmp_path / "out" / "measurements.json").read_text())
+    regions = summary["regions"]
+    for name, side in (("Left lung", "left"), ("Right lung", "right")):
+        assert regions[name]["truncated"] is True
+        assert set(regions[name]["truncated_at"]) == {side, "anterior", "posterior",
+                                                       "inferior", "superior"}
+        assert regions[name]["flags"] == ["Undecided field of view"]
+    assert {(f["label_name"], f["name"]) for f in summary["flags"]} == {
+        ("Left lung", "Undecided field of view"), ("Right lung", "Undecided field of view")}
+    validate_set(paths, result.files["seg"], result.files["sr"])
+    text = str(pydicom.dcmread(result.files["sr"]))
+    assert text.count("Anatomy coverage incomplete") == 2
+    assert text.count("Region partly undecided by the algorithm") == 2
