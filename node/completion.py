@@ -17,7 +17,7 @@ from pathlib import Path
 import pydicom
 
 from node.config import CompletionConfig
-from node.routing.facts import SeriesFacts
+from node.routing.facts import FACTS_FILE, SeriesFacts, load_header
 from node.routing.router import Router
 from node.store.jobstore import JobStore, SeriesRow
 
@@ -84,8 +84,18 @@ class CompletionScheduler:
             self.on_jobs()
 
     def _facts(self, series: SeriesRow) -> SeriesFacts | None:
-        """Routing facts from the series' first instance; None if it cannot be read."""
+        """Routing facts from the header the receiver kept for the series (so no instance is
+        read, and no deflated one inflated, again); from its first readable instance for a
+        series received before headers were kept. None if neither can be read."""
         paths = self.store.instance_paths(series.series_uid)
+        if paths:
+            folder = (self.spool_root / paths[0]).parent
+            header = load_header(folder / FACTS_FILE)
+            if header is not None:
+                return SeriesFacts(header, instances=len(paths),
+                                   calling_ae_title=series.calling_ae)
+            log.info("series %s has no kept header; reading an instance for routing",
+                     series.series_uid)
         for relative in paths:
             try:
                 header = pydicom.dcmread(self.spool_root / relative, stop_before_pixels=True)

@@ -47,6 +47,20 @@ def _not_negative(value: float) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
+def _between(low: int, high: int) -> typing.Callable[[int], str | None]:
+    def check(value: int) -> str | None:
+        return None if low <= value <= high else f"must be between {low} and {high}"
+
+    return check
+
+
+def _at_least(minimum: int) -> typing.Callable[[int], str | None]:
+    def check(value: int) -> str | None:
+        return None if value >= minimum else f"must be at least {minimum}"
+
+    return check
+
+
 def _one_of(*choices: str) -> typing.Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -124,6 +138,25 @@ class StorageConfig:
             _not_negative,
         ),
     )
+    max_inflated_mb: int = field(
+        default=256,
+        metadata=_doc(
+            "Largest size, in MB, a deflated dataset (Deflated Explicit VR Little Endian) may "
+            "inflate to; a larger one is refused with status 0xC000. Deflated objects are rare "
+            "and small (reports, key objects); images come compressed by their own codecs. "
+            "Inflated once, 1 MB at a time, into a scratch file under the spool.",
+            _positive,
+        ),
+    )
+    inflate_budget_mb: int = field(
+        default=1024,
+        metadata=_doc(
+            "Inflated bytes, in MB, that all associations together may hold in scratch files "
+            "at once; a deflated dataset that would pass it is refused with status 0xA700 "
+            "(out of resources; a later retry may succeed). At least max_inflated_mb.",
+            _positive,
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -144,6 +177,34 @@ class NetworkConfig:
             "Largest PDU the node receives, in bytes; 0 means no limit (fewest round trips).",
             _not_negative,
         ),
+    )
+    max_pending_connections: int = field(
+        default=32,
+        metadata=_doc(
+            "Connections not yet associated (TLS handshake, association request awaited or "
+            "read), in all; one more is answered with A-ASSOCIATE-RJ (transient, local limit) "
+            "and closed at once.", _positive),
+    )
+    max_pending_per_address: int = field(
+        default=4,
+        metadata=_doc("Connections not yet associated from one source address; one more is "
+                      "refused like the above.", _positive),
+    )
+    busy_idle_timeout: float = field(
+        default=5.0,
+        metadata=_doc(
+            "While node.max_associations is reached, the association idle longest between "
+            "messages, if idle this many seconds, is aborted to admit a new one; while "
+            "max_pending_connections is reached, the oldest connection that has not completed "
+            "its association request in this many seconds is dropped for a new one.",
+            _positive),
+    )
+    max_associate_request: int = field(
+        default=65536,
+        metadata=_doc(
+            "Largest A-ASSOCIATE-RQ read, in bytes (128 contexts with 3 transfer syntaxes each "
+            "take about 16 KB); a larger one is rejected (permanent, local limit) unread.",
+            _at_least(4096)),
     )
 
 
@@ -320,6 +381,31 @@ class WorkersConfig:
             "anything is allocated, so a header claiming huge images fails its job instead of "
             "exhausting memory. The loaded volume takes 4 bytes per voxel.", _positive),
     )
+    max_grid_voxels: int = field(
+        default=2**27,
+        metadata=_doc(
+            "Largest grid a model may resample a series onto, in voxels (each stage's, and the "
+            "model's it runs after); checked before anything is allocated, so a few small "
+            "images with a huge pixel spacing fail their job instead of filling memory.",
+            _positive),
+    )
+    job_timeout_s: float = field(
+        default=1800.0,
+        metadata=_doc(
+            "A job still running after this many seconds is stopped and fails with the reason "
+            "'time limit of N s exceeded'; its worker takes the next job. 0 turns the limit "
+            "off. The default is about 36 times the slowest model job measured on 2 CPU cores.",
+            _not_negative),
+    )
+    max_job_memory_mb: int = field(
+        default=0,
+        metadata=_doc(
+            "Memory budget: when the node process's resident memory (VmRSS, checked 4 times a "
+            "second) goes over this many MB, the running job (with several workers, the one "
+            "that started last) is stopped and fails with the reason 'memory budget of N MB "
+            "exceeded'. 0: three quarters of the machine's memory (or of its cgroup limit).",
+            _not_negative),
+    )
 
 
 @dataclass(frozen=True)
@@ -435,6 +521,38 @@ class HttpConfig:
         metadata=_doc(
             "Bearer token every request must carry (Authorization: Bearer TOKEN), except "
             "/health and /ready; empty means no token."
+        ),
+    )
+    timeout_seconds: float = field(
+        default=20.0,
+        metadata=_doc(
+            "Seconds a client has to send a whole request (line, headers, body) and to take the "
+            "answer; a slow or half-open one gets 408, an idle keep-alive connection is closed.",
+            _positive,
+        ),
+    )
+    threads: int = field(
+        default=8,
+        metadata=_doc(
+            "Threads that answer HTTP requests (1 to 64); a connection still sending its request "
+            "holds none.",
+            _between(1, 64),
+        ),
+    )
+    max_connections: int = field(
+        default=128,
+        metadata=_doc(
+            "Most open HTTP connections (1 to 4096); past it the one idle longest is closed to "
+            "make room, or a newcomer gets 503 when all are busy.",
+            _between(1, 4096),
+        ),
+    )
+    max_body_bytes: int = field(
+        default=65536,
+        metadata=_doc(
+            "Largest request body accepted (no endpoint reads one); a larger Content-Length "
+            "gets 413.",
+            _not_negative,
         ),
     )
 
@@ -567,6 +685,11 @@ def _check_cross_fields(config: Config) -> None:
                 raise ConfigError(f"tls.{name}: file {value} does not exist")
         if tls.verify_client and not tls.ca_certificates:
             raise ConfigError("tls.ca_certificates: required when tls.verify_client is true")
+    if config.network.max_pending_per_address > config.network.max_pending_connections:
+        raise ConfigError("network.max_pending_per_address: must be at most "
+                          "network.max_pending_connections")
+    if config.storage.inflate_budget_mb < config.storage.max_inflated_mb:
+        raise ConfigError("storage.inflate_budget_mb: must be at least storage.max_inflated_mb")
     if config.completion.study_idle_seconds < config.completion.series_idle_seconds:
         raise ConfigError(
             "completion.study_idle_seconds: must be at least completion.series_idle_seconds"

@@ -62,7 +62,8 @@ def run_offline(config: Config, source: Path, model: str, out: Path, force: bool
     try:
         result = run_pipeline(inputs, package, out, registry=SessionRegistry(config.runtime),
                               progress=display, results=settings,
-                              max_voxels=config.workers.max_voxels)
+                              max_voxels=config.workers.max_voxels,
+                              max_grid_voxels=config.workers.max_grid_voxels)
     except VolumeError as exc:
         print(f"radnode: cannot make a volume: {exc.reason}", file=sys.stderr)
         return 1

@@ -2,7 +2,9 @@
 
 ``radnode run`` and the service's workers both call :func:`run_pipeline`; there is no other
 path from images to results. Each stage is timed (load, preprocess, inference, postprocess,
-measure, write) and reported through an optional progress callback.
+measure, write) and reported through an optional progress callback. Between steps a
+:func:`node.jobcontrol.checkpoint` ends a job that its worker stopped (every ONNX run inside the
+model step is stoppable too).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from node.imaging.sitk_io import to_sitk
 from node.imaging.volume import Volume
 from node.inference.manifest import ModelPackage, Total
 from node.inference.output import ModelOutput
+from node.inference.preprocess import DEFAULT_MAX_GRID_VOXELS, check_grids
 from node.inference.run import run_model
 from node.inference.runtime import SessionRegistry
+from node.jobcontrol import checkpoint
 from node.measure import (
     ClassProbability,
     Lesion,
@@ -94,6 +98,7 @@ def run_pipeline(
     progress: Progress | None = None,
     results: ResultSettings | None = None,
     max_voxels: int = DEFAULT_MAX_VOXELS,
+    max_grid_voxels: int = DEFAULT_MAX_GRID_VOXELS,
 ) -> PipelineResult:
     """Run ``package`` on a series (file paths) or a loaded volume; write results to ``out_dir``.
 
@@ -104,16 +109,19 @@ def run_pipeline(
     """
     say = progress or (lambda stage, message: None)
     timings: dict[str, float] = {}
+    checkpoint()  # in a worker, a stopped job (time, memory, cancel, shutdown) ends here
     t = time.perf_counter()
     if isinstance(source, Volume):
         volume = source
     else:
         say("load", f"loading {len(source)} files")
         volume = load_series(source, max_voxels=max_voxels)
+    check_grids(package, volume, max_grid_voxels)
     timings["load"] = time.perf_counter() - t
     say("load", f"volume {volume.shape_ijk} at {_mm(volume.spacing)} mm "
                 f"({timings['load']:.2f} s)")
 
+    checkpoint()
     say("inference", f"running {package.name} {package.version}")
     output = run_model(package, volume, registry)
     timings["preprocess"] = output.timings.preprocess
@@ -122,6 +130,7 @@ def run_pipeline(
     say("inference", f"{package.name} ran on {output.provider} "
                      f"(inference {output.timings.inference:.2f} s)")
 
+    checkpoint()
     t = time.perf_counter()
     totals = measure_totals(volume, output, package.manifest.totals)
     regions, lesions, classes = measure(volume, output, package.manifest.measurements,
@@ -133,6 +142,7 @@ def run_pipeline(
         model=package.name, version=package.version, provider=output.provider, output=output,
         regions=regions, lesions=lesions, classes=classes, timings=timings, totals=totals,
     )
+    checkpoint()
     t = time.perf_counter()
     result.files = write_outputs(result, volume, Path(out_dir))
     if results is not None and volume.sources:

@@ -1,4 +1,9 @@
-"""The service: receiver, completion scheduler, workers (and the sender), in one process."""
+"""The service: receiver, completion scheduler, workers (and the sender), in one process.
+
+SIGTERM (or SIGINT) stops the node within :data:`SHUTDOWN_TIMEOUT_S`: running jobs are stopped
+at once and go back to the queue (not counted as failures or attempts), intake stops, and each
+part gets what is left of that time.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import datetime as dt
 import logging
 import signal
 import threading
+import time
 
 from node.completion import CompletionScheduler
 from node.config import Config
@@ -13,6 +19,7 @@ from node.http import HttpServer
 from node.inference.check import check_models
 from node.inference.manifest import ModelPackage, load_packages
 from node.inference.runtime import SessionRegistry
+from node.jobcontrol import memory_budget_mb
 from node.pipeline import DICOM_RESULTS, PipelineResult
 from node.receiver.recovery import recover_spool
 from node.receiver.scp import StorageSCP
@@ -24,6 +31,9 @@ from node.store.jobstore import JobRow, JobStore, store_path
 from node.worker import OutboxItems, Workers
 
 log = logging.getLogger("radnode.service")
+
+SHUTDOWN_TIMEOUT_S = 15.0  # SIGTERM to exit, at most
+WORKERS_STOP_S = 10.0  # of which the workers' stopped jobs may take this much
 
 
 class StartupError(RuntimeError):
@@ -64,7 +74,9 @@ class Service:
             self.store, self.spool.root, data / "results", self.packages, self.registry,
             concurrency=config.workers.concurrency, on_result=self._outbox_rows,
             on_finished=self.sender.wake, result_settings=self._result_settings,
-            max_voxels=config.workers.max_voxels,
+            max_voxels=config.workers.max_voxels, max_grid_voxels=config.workers.max_grid_voxels,
+            job_timeout_s=config.workers.job_timeout_s,
+            memory_budget_mb=memory_budget_mb(config.workers.max_job_memory_mb),
         )
         self.scheduler = CompletionScheduler(
             self.store, self.spool.root, self.router, config.completion,
@@ -99,19 +111,33 @@ class Service:
         for package in self.packages.values():  # sessions once, at start: one log line each
             for stage in package.manifest.stages:
                 self.registry.get(package, stage)
+        budget = self.workers.monitor.memory_budget_mb
+        log.info("jobs: time limit %s, memory budget %s",
+                 f"{self.workers.job_timeout_s:g} s" if self.workers.job_timeout_s else "none",
+                 f"{budget} MB" if budget else "none")
         self.scheduler.start()
         self.workers.start()
         self.sender.start()
         self.scp.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> None:
+        """Stop every part within ``timeout`` seconds; running jobs first (they are queued
+        again), since a job is the only part that may be in a long step."""
+        began = time.monotonic()
+        deadline = began + timeout
+
+        def left(reserve: float) -> float:
+            return max(0.5, deadline - reserve - time.monotonic())
+
+        self.workers.stop_jobs()  # their ONNX runs end now; they settle while intake stops
         self.http.stop()
         self.scp.stop()
         self.scheduler.stop()
-        self.workers.stop()
-        self.sender.stop()
+        self.workers.stop(timeout=min(WORKERS_STOP_S, left(3.0)))
+        self.sender.stop(timeout=left(1.0))
         self.store.close()
         self._stopped.set()
+        log.info("stopped in %.2f s", time.monotonic() - began)
 
     def serve_forever(self) -> None:
         """Run until SIGINT or SIGTERM."""

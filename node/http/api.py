@@ -130,9 +130,14 @@ def retry_job(node: Node, job_id: int) -> dict[str, Any]:
 
 
 def cancel_job(node: Node, job_id: int) -> dict[str, Any]:
-    job = get_job(node, job_id)
-    if not node.store.cancel_job(job_id):
-        raise ApiError(409, f"job {job_id} is {job.state}; only queued jobs are cancelled")
+    """A queued job leaves the queue; a running one is stopped by its worker (in this process)
+    and answered once it is recorded as cancelled (a few seconds at most)."""
+    from node.jobcontrol import cancel_job as cancel
+
+    get_job(node, job_id)
+    if not cancel(node.store, job_id):
+        raise ApiError(409, f"job {job_id} is {get_job(node, job_id).state}; only queued or "
+                            "running jobs are cancelled")
     return {"job": job_json(get_job(node, job_id))}
 
 

@@ -1,4 +1,9 @@
-"""The HTTP server: stdlib ``ThreadingHTTPServer``, a routing table, JSON errors, bearer token.
+"""The HTTP server: a routing table, JSON errors, bearer token, every resource bounded.
+
+Connections are read by one selector thread and whole requests served by a fixed pool
+(node/http/connections.py); the stdlib ``BaseHTTPRequestHandler`` parses each request from memory.
+Ids beyond SQLite's integer range, malformed request lines, headers and Content-Length values
+get a 4xx answer and at most a throttled log line: never a traceback, never a hung thread.
 
 ``/health`` and ``/ready`` answer without a token (probes); everything else needs
 ``Authorization: Bearer TOKEN`` when ``http.token`` is set. A browser opens the dashboard once
@@ -8,21 +13,24 @@ as ``/?token=TOKEN``; the node then sets an HttpOnly cookie so the page's images
 from __future__ import annotations
 
 import hmac
+import io
 import ipaddress
 import json
 import logging
 import re
-import threading
+import socket
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from http.cookies import SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from node.config import HttpConfig
 from node.http import api
+from node.http.connections import Connection, ConnectionPool
 from node.http.dashboard import render_dashboard
 from node.http.preview import PreviewError, preview_png
 from node.http.prometheus import CONTENT_TYPE as METRICS_TYPE
@@ -35,6 +43,9 @@ log = logging.getLogger("radnode.http")
 
 COOKIE = "radnode_token"
 OPEN_PATHS = ("/health", "/ready")
+SQLITE_MAX_INT = 2**63 - 1  # ids past it cannot be in the store (and would make SQLite raise)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: a method, a header name
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # not allowed in a header value
 
 Response = tuple[int, str, bytes, dict[str, str]]  # status, content type, body, headers
 View = Callable[["_Request"], Response]
@@ -48,8 +59,13 @@ class _Request:
         self.query = parse_qs(url.query)
         self.match = match
 
-    def int_arg(self, name: str) -> int:
-        return int(self.match.group(name))
+    def id_arg(self, name: str, what: str) -> int:
+        """A decimal id from the path; one no SQLite row can have is 404, not an overflow."""
+        raw = self.match.group(name)
+        if len(raw) > 19 or int(raw) > SQLITE_MAX_INT:
+            shown = raw if len(raw) <= 24 else raw[:20] + "..."
+            raise api.ApiError(404, f"no {what} {shown}")
+        return int(raw)
 
 
 def _json(status: int, data: Any) -> Response:
@@ -68,8 +84,8 @@ class HttpServer:
     def __init__(self, settings: HttpConfig, node: api.Node) -> None:
         self.settings = settings
         self.node = node
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._pool: ConnectionPool | None = None
+        self._handler = _handler_class(self)
         self.routes: list[tuple[str, re.Pattern[str], View]] = [
             ("GET", re.compile(r"/"), self._dashboard),
             ("GET", re.compile(r"/health"), lambda r: _json(200, api.health(self.node))),
@@ -77,19 +93,20 @@ class HttpServer:
             ("GET", re.compile(r"/metrics"), self._metrics),
             ("GET", re.compile(r"/api/jobs"),
              lambda r: _json(200, api.list_jobs(self.node, r.query))),
-            ("GET", re.compile(r"/api/jobs/(?P<id>\d+)"),
-             lambda r: _json(200, api.job_json(api.get_job(self.node, r.int_arg("id"))))),
-            ("POST", re.compile(r"/api/jobs/(?P<id>\d+)/retry"),
-             lambda r: _json(200, api.retry_job(self.node, r.int_arg("id")))),
-            ("POST", re.compile(r"/api/jobs/(?P<id>\d+)/cancel"),
-             lambda r: _json(200, api.cancel_job(self.node, r.int_arg("id")))),
-            ("GET", re.compile(r"/api/jobs/(?P<id>\d+)/preview/(?P<n>\d+)\.png"), self._preview),
+            ("GET", re.compile(r"/api/jobs/(?P<id>[0-9]+)"),
+             lambda r: _json(200, api.job_json(api.get_job(self.node, r.id_arg("id", "job"))))),
+            ("POST", re.compile(r"/api/jobs/(?P<id>[0-9]+)/retry"),
+             lambda r: _json(200, api.retry_job(self.node, r.id_arg("id", "job")))),
+            ("POST", re.compile(r"/api/jobs/(?P<id>[0-9]+)/cancel"),
+             lambda r: _json(200, api.cancel_job(self.node, r.id_arg("id", "job")))),
+            ("GET", re.compile(r"/api/jobs/(?P<id>[0-9]+)/preview/(?P<n>[0-9]+)\.png"),
+             self._preview),
             ("GET", re.compile(r"/api/models"), lambda r: _json(200, api.models(self.node))),
             ("GET", re.compile(r"/api/queues"), lambda r: _json(200, api.queues(self.node))),
             ("GET", re.compile(r"/api/outbox"),
              lambda r: _json(200, api.list_outbox(self.node, r.query))),
-            ("POST", re.compile(r"/api/outbox/(?P<id>\d+)/retry"),
-             lambda r: _json(200, api.retry_outbox(self.node, r.int_arg("id")))),
+            ("POST", re.compile(r"/api/outbox/(?P<id>[0-9]+)/retry"),
+             lambda r: _json(200, api.retry_outbox(self.node, r.id_arg("id", "outbox item")))),
             ("POST", re.compile(r"/api/outbox/retry-all"),
              lambda r: _json(200, api.retry_all_outbox(self.node))),
         ]
@@ -115,9 +132,9 @@ class HttpServer:
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        if self._pool is None:
             raise RuntimeError("the HTTP interface is not running")
-        return int(self._server.server_address[1])
+        return self._pool.port
 
     def start(self) -> None:
         if not self.settings.enabled:
@@ -125,17 +142,20 @@ class HttpServer:
             return
         host, port = self.settings.host, self.settings.port
         try:
-            server = ThreadingHTTPServer((host, port), _handler_class(self))
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                        flags=socket.AI_PASSIVE)[0][0]
+            listener = socket.create_server((host, port), family=family,
+                                            backlog=min(self.settings.max_connections, 1024))
         except OSError as exc:
             from node.service import StartupError
 
             raise StartupError(f"http: cannot listen on {host}:{port}: {exc.strerror or exc}"
                                " (set http.port, or http.enabled = false)") from None
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="radnode-http",
-                                        kwargs={"poll_interval": 0.2}, daemon=True)
-        self._thread.start()
+        s = self.settings
+        self._pool = ConnectionPool(listener, self._serve_connection, threads=s.threads,
+                                    max_connections=s.max_connections,
+                                    timeout=s.timeout_seconds, max_body=s.max_body_bytes)
+        self._pool.start()
         log.info("HTTP interface on http://%s:%d/%s", host, self.port,
                  " (bearer token required)" if self.settings.token else "")
         if not self.settings.token and not _is_loopback(host):
@@ -143,13 +163,23 @@ class HttpServer:
                         "it may retry and cancel jobs; set http.token", host)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool = None
+
+    def _serve_connection(self, conn: Connection, request: bytes) -> bool:
+        """Answer one whole request (read by the pool) on a worker; True keeps the connection."""
+        handler = self._handler(conn, request)
+        handler.handle_one_request()
+        conn.sock.sendall(handler.wfile.getvalue())
+        return not handler.close_connection
+
+    def refused(self, address: str, status: int, why: str) -> None:
+        """A request answered 4xx before any view ran: one throttled line, no client text (a
+        malformed request line may hold a token)."""
+        if self._pool is not None:
+            self._pool.throttle.log(logging.INFO, "malformed", "HTTP: answered %d to %s: %s",
+                                    status, address, why)
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -224,11 +254,11 @@ class HttpServer:
         return 200, METRICS_TYPE, render_metrics(self.node).encode(), {}
 
     def _preview(self, request: _Request) -> Response:
-        job = api.get_job(self.node, request.int_arg("id"))
+        job = api.get_job(self.node, request.id_arg("id", "job"))
         package = self.node.packages.get(job.model)
         paths = [Path(self.node.spool_root) / p for p in
                  self.node.store.instance_paths(job.series_uid)]
-        png = preview_png(job, request.int_arg("n"), paths,
+        png = preview_png(job, request.id_arg("n", "preview"), paths,
                           package.manifest if package else None)
         return 200, "image/png", png, {"Cache-Control": "private, max-age=60"}
 
@@ -240,22 +270,78 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _handler_class(server: HttpServer) -> type[BaseHTTPRequestHandler]:
+def _handler_class(server: HttpServer) -> Callable[[Connection, bytes], Any]:
+    max_body = server.settings.max_body_bytes
+
     class Handler(BaseHTTPRequestHandler):
+        """Parses one request from memory (the pool read it) and writes the answer to memory."""
+
         server_version = "radnode"
         sys_version = ""
         protocol_version = "HTTP/1.1"
+        default_request_version = "HTTP/1.1"  # so even a refusal has a status line
+        wfile: io.BytesIO  # type: ignore[assignment]
+
+        def __init__(self, conn: Connection, request: bytes) -> None:  # no socket I/O here
+            self.request = conn.sock
+            self.client_address = conn.address
+            self.rfile = io.BytesIO(request)
+            self.wfile = io.BytesIO()
+            self.close_connection = True
+            self.command, self.requestline, self.request_version = "", "", "HTTP/1.1"
+
+        def parse_request(self) -> bool:
+            """The stdlib's parsing, stricter: three words, a token method, clean headers."""
+            line = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+            words = line.split()
+            if len(words) != 3 or not _TOKEN.fullmatch(words[0]):
+                self.requestline = line
+                self.send_error(400, "a request line is METHOD PATH HTTP/1.1")
+                return False
+            if not super().parse_request():
+                return False
+            if self.headers.defects or any(not _TOKEN.fullmatch(k) or _CONTROL.search(v)
+                                           for k, v in self.headers.items()):
+                self.send_error(400, "a header line is malformed (NAME: VALUE, no line folding)")
+                return False
+            return True
+
+        def handle_expect_100(self) -> bool:
+            return True  # the pool waited for the whole body already; no interim answer
+
+        def _body(self) -> Response | None:
+            """Read the body Content-Length declares; an error answer when it cannot be."""
+            if "Transfer-Encoding" in self.headers:
+                return _error(411, "Transfer-Encoding is not supported; send Content-Length")
+            values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+            if not values:
+                return None
+            raw = values.pop()
+            if values or not (raw.isascii() and raw.isdigit()):
+                return _error(400, "Content-Length must be one non-negative integer")
+            if len(raw) > 18 or int(raw) > max_body:
+                return _error(413, f"the body is larger than {max_body} bytes "
+                                   "(http.max_body_bytes)")
+            if len(self.rfile.read(int(raw))) < int(raw):
+                return _error(400, "the body is shorter than its Content-Length")
+            return None  # no endpoint reads a body; it is dropped
 
         def _serve(self, method: str) -> None:
             started = time.perf_counter()
-            try:
-                status, ctype, body, headers = server.handle(self, method)
-            except Exception:
-                log.exception("HTTP %s %s failed", method, urlsplit(self.path).path)
-                status, ctype, body, headers = _error(500, "internal error; see the node's log")
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:  # a request body is not used; read it so the connection stays sane
-                self.rfile.read(min(length, 1 << 20))
+            refusal = self._body()
+            if refusal is not None:
+                status, ctype, body, headers = refusal
+                server.refused(self.client_address[0], status,
+                               json.loads(body)["error"]["message"])
+                self.close_connection = True
+                headers = {**headers, "Connection": "close"}
+            else:
+                try:
+                    status, ctype, body, headers = server.handle(self, method)
+                except Exception:
+                    log.exception("HTTP %s %s failed", method, urlsplit(self.path).path)
+                    status, ctype, body, headers = _error(500,
+                                                          "internal error; see the node's log")
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
@@ -286,7 +372,25 @@ def _handler_class(server: HttpServer) -> type[BaseHTTPRequestHandler]:
         def do_PATCH(self) -> None:
             self._serve("PATCH")
 
+        def send_error(self, code: int, message: str | None = None,
+                       explain: str | None = None) -> None:
+            """The stdlib's refusals (bad request line or version, too many headers, unknown
+            method) as JSON, closing the connection, logged without the client's text."""
+            phrase = HTTPStatus(code).phrase
+            server.refused(self.client_address[0], code, phrase)
+            _, ctype, body, _ = _error(code, (message or phrase)[:200])
+            self.close_connection = True
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
         def log_message(self, format: str, *args: Any) -> None:
-            pass  # requests are logged by _serve, at DEBUG, without query strings (tokens)
+            pass  # requests are logged by _serve at DEBUG and refusals by send_error, both
+            # without the client's text (a request line may hold a token)
 
     return Handler

@@ -6,6 +6,7 @@ only the header parse; pixels are read later straight into their final slot.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -35,7 +36,12 @@ _NON_IMAGE_SOP_PREFIXES = (
     "1.2.840.10008.5.1.4.1.1.481.",  # RT objects (RT Image is .1: allowed below)
     "1.2.840.10008.1.3.10",  # DICOMDIR
 )
-_IMAGE_EXCEPTIONS = ("1.2.840.10008.5.1.4.1.1.481.1",)  # RT Image Storage
+_IMAGE_EXCEPTIONS = ("1.2.840.10008.5.1.4.1.1.481.1",)
+# Images smaller than this on a side hold no anatomy a model could read (a 1 x 1 "image" made
+# jobs finish "done" with nothing in them).
+MIN_IMAGE_SIDE = 4
+# No modality's quantity reaches this (PET activity is below 1e9 Bq/ml, CT within +/-32768 HU).
+MAX_RESCALED_VALUE = 1e12  # RT Image Storage
 _NON_IMAGE_MODALITIES = frozenset(
     {"SEG", "SR", "KO", "PR", "REG", "RWV", "DOC", "FID", "PLAN", "RTSTRUCT", "RTPLAN",
      "RTRECORD", "RTDOSE", "ECG", "HD", "AU"}
@@ -133,7 +139,10 @@ def frames_of(obj: DicomObject) -> list[Frame]:
         raise VolumeError(f"a {obj.modality or 'DICOM'} image object has no pixel data")
     if "Rows" not in ds or "Columns" not in ds:
         raise VolumeError("an image object lacks Rows/Columns")
-    samples = integer(ds, "SamplesPerPixel") or 1
+    declared_samples = integer(ds, "SamplesPerPixel")
+    samples = 1 if declared_samples is None else declared_samples
+    if samples < 1:
+        raise VolumeError(f"SamplesPerPixel is {samples}: an image has at least one sample")
     photometric = _text(ds, "PhotometricInterpretation").upper()
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2", ""):
         raise VolumeError(
@@ -144,15 +153,19 @@ def frames_of(obj: DicomObject) -> list[Frame]:
     rows, columns = integer(ds, "Rows") or 0, integer(ds, "Columns") or 0
     if rows < 1 or columns < 1:
         raise VolumeError("an image object has no valid Rows/Columns")
+    if rows < MIN_IMAGE_SIDE or columns < MIN_IMAGE_SIDE:
+        raise VolumeError(f"images of {rows} x {columns} pixels are too small to hold anatomy "
+                          f"(at least {MIN_IMAGE_SIDE} x {MIN_IMAGE_SIDE})")
+    _check_pixel_format(ds)
     if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
-        return _enhanced_frames(obj, n, rows, columns)
+        return _checked_rescale(_enhanced_frames(obj, n, rows, columns), ds)
     if n > 1:
         raise VolumeError(
             f"a multi-frame object ({n} frames) has no per-frame plane positions "
             "(cine or projection frames do not form a volume)"
         )
     slope, intercept = _rescale(ds, ds)
-    return [
+    return _checked_rescale([
         Frame(
             obj=obj,
             frame_index=0,
@@ -166,7 +179,38 @@ def frames_of(obj: DicomObject) -> list[Frame]:
             slope=slope,
             intercept=intercept,
         )
-    ]
+    ], ds)
+
+
+def _check_pixel_format(ds: Dataset) -> None:
+    """Refuse pixel descriptions that no decoder can honour (they decoded as garbage or as
+    nothing, and the job finished "done" with empty results)."""
+    allocated = integer(ds, "BitsAllocated")
+    if allocated not in (1, 8, 16, 32, 64):
+        raise VolumeError(f"BitsAllocated is {allocated}: must be 1, 8, 16, 32 or 64")
+    stored = integer(ds, "BitsStored")
+    if stored is not None and not 1 <= stored <= allocated:
+        raise VolumeError(f"BitsStored is {stored}: must be 1 to BitsAllocated ({allocated})")
+    representation = integer(ds, "PixelRepresentation")
+    if representation not in (None, 0, 1):
+        raise VolumeError(f"PixelRepresentation is {representation}: must be 0 (unsigned) or 1 "
+                          "(two's complement)")
+
+
+def _checked_rescale(frames: list[Frame], ds: Dataset) -> list[Frame]:
+    """Refuse a rescale that takes the stored values beyond any real quantity (a slope of
+    1e308 makes every voxel infinite)."""
+    allocated = integer(ds, "BitsAllocated") or 16
+    bits = integer(ds, "BitsStored") or allocated
+    signed = integer(ds, "PixelRepresentation") == 1
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    for frame in frames:
+        ends = (frame.slope * low + frame.intercept, frame.slope * high + frame.intercept)
+        if not all(math.isfinite(v) and abs(v) <= MAX_RESCALED_VALUE for v in ends):
+            raise VolumeError(
+                f"RescaleSlope {frame.slope:.4g} and RescaleIntercept {frame.intercept:.4g} take "
+                f"the stored values beyond +/-{MAX_RESCALED_VALUE:.0e}")
+    return frames
 
 
 def _enhanced_frames(obj: DicomObject, n: int, rows: int, columns: int) -> list[Frame]:

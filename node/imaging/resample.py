@@ -123,6 +123,16 @@ def resample(
     if isinstance(direction, str):
         volume = reorient(volume, direction)
         direction = None
+    grid, new_size = resampled_grid(volume, spacing, direction, size)
+    return _resample_to(volume, grid, new_size, interpolation, default_value)
+
+
+def resampled_grid(volume: Volume, spacing: Sequence[float | None] | None = None,
+                   direction: np.ndarray | None = None, size: Sequence[int] | None = None
+                   ) -> tuple[Volume, tuple[int, int, int]]:
+    """The grid (an empty Volume: spacing, origin, direction) and size (i, j, k) that
+    :func:`resample` makes, computed without touching the voxels, so that its size can be
+    checked before anything is allocated."""
     new_dir = volume.direction if direction is None else np.asarray(direction, float).reshape(3, 3)
     corners = np.array(list(itertools.product(*[(-0.5, n - 0.5) for n in volume.shape_ijk])))
     local = volume.index_to_patient(corners) @ new_dir  # coordinates along the new axes
@@ -149,8 +159,7 @@ def resample(
         origin=tuple(new_origin),
         direction=new_dir,
     )
-    return _resample_to(volume, grid, tuple(int(s) for s in new_size), interpolation,
-                        default_value)
+    return grid, (int(new_size[0]), int(new_size[1]), int(new_size[2]))
 
 
 def resize_nearest(volume: Volume, size: Sequence[int]) -> Volume:

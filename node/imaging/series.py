@@ -47,14 +47,15 @@ def load_series(paths: Sequence[str | Path], *, max_voxels: int = DEFAULT_MAX_VO
     images = _image_objects(objects)
     _check_one_series(images)
     frames: list[Frame] = [frame for obj in images for frame in frames_of(obj)]
-    geometry = stack_geometry(frames)
-    ordered = [frames[i] for i in geometry.order]
-    voxels = len(ordered) * ordered[0].rows * ordered[0].columns
+    voxels = sum(frame.rows * frame.columns for frame in frames)
     if voxels > max_voxels:
+        first = frames[0]
         raise VolumeError(
-            f"the series claims {len(ordered)} x {ordered[0].rows} x {ordered[0].columns} = "
+            f"the series claims {len(frames)} x {first.rows} x {first.columns} = "
             f"{voxels:,} voxels, more than workers.max_voxels ({max_voxels:,})"
         )
+    geometry = stack_geometry(frames)
+    ordered = [frames[i] for i in geometry.order]
 
     out = np.empty((len(ordered), ordered[0].rows, ordered[0].columns), dtype=np.float32)
     by_object: dict[int, list[tuple[int, Frame]]] = defaultdict(list)

@@ -24,6 +24,13 @@ SPACING_TOLERANCE = 0.02  # relative spread of gaps allowed around the median...
 SPACING_TOLERANCE_MM = 0.01  # ...but never less than this (positions are rounded decimals)
 TILT_TOLERANCE_MM = 0.01  # in-plane drift allowed between slices, plus...
 TILT_TOLERANCE_SLOPE = 1e-3  # ...this much per mm along the normal (about 0.06 degrees)
+# What images of a patient can be: pixels from a micrometre (micro-CT, pathology) to 20 mm
+# (the coarsest nuclear medicine), slices up to 100 mm apart, no side longer than 2.5 m. Beyond
+# these a header is wrong or hostile, and resampling it would make a gigantic grid.
+MIN_SPACING_MM = 1e-3
+MAX_PIXEL_SPACING_MM = 20.0
+MAX_SLICE_SPACING_MM = 100.0
+MAX_EXTENT_MM = 2500.0
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ def stack_geometry(frames: Sequence[Frame]) -> StackGeometry:
         raise VolumeError(f"mixed image sizes (rows x columns): {listed}")
     placed = [f for f in frames if f.position is not None]
     if not placed:
-        return _projection_geometry(frames)
+        return _plausible(_projection_geometry(frames), frames)
     if len(placed) != len(frames):
         raise VolumeError(
             f"{len(frames) - len(placed)} of {len(frames)} images have no ImagePositionPatient"
@@ -64,12 +71,32 @@ def stack_geometry(frames: Sequence[Frame]) -> StackGeometry:
         step = _slice_step(along)
         _check_tilt(positions[order], normal)
     direction = np.column_stack([row, col, normal])
-    return StackGeometry(
+    return _plausible(StackGeometry(
         order=[int(i) for i in order],
         spacing=(spacing_rc[1], spacing_rc[0], step),
         origin=tuple(float(v) for v in positions[order[0]]),  # type: ignore[arg-type]
         direction=direction,
-    )
+    ), frames)
+
+
+def _plausible(geometry: StackGeometry, frames: Sequence[Frame]) -> StackGeometry:
+    """Refuse voxel sizes and extents that no image of a patient has (see the limits above)."""
+    column_mm, row_mm, step = geometry.spacing
+    for name, value in (("PixelSpacing (rows)", row_mm), ("PixelSpacing (columns)", column_mm)):
+        if not MIN_SPACING_MM <= value <= MAX_PIXEL_SPACING_MM:
+            raise VolumeError(f"implausible geometry: {name} {value:.4g} mm (images of a "
+                              f"patient have pixels of {MIN_SPACING_MM:g} to "
+                              f"{MAX_PIXEL_SPACING_MM:g} mm)")
+    if not MIN_SPACING_MM <= step <= MAX_SLICE_SPACING_MM:
+        raise VolumeError(f"implausible geometry: slices {step:.4g} mm apart (at most "
+                          f"{MAX_SLICE_SPACING_MM:g} mm)")
+    sides = (("columns", frames[0].columns * column_mm), ("rows", frames[0].rows * row_mm),
+             ("slices", len(frames) * step))
+    for name, mm in sides:
+        if mm > MAX_EXTENT_MM:
+            raise VolumeError(f"implausible geometry: the {name} span {mm:.4g} mm (no side of "
+                              f"a patient's image is longer than {MAX_EXTENT_MM:g} mm)")
+    return geometry
 
 
 def _projection_geometry(frames: Sequence[Frame]) -> StackGeometry:

@@ -6,17 +6,57 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from node.imaging.errors import VolumeError
 from node.imaging.resample import (
     conform_grid,
+    reorient,
     resample,
     resample_inside,
     resample_onto,
+    resampled_grid,
     resize_nearest,
 )
 from node.imaging.volume import Volume
-from node.inference.manifest import InputSpec, Normalization
+from node.inference.manifest import InputSpec, ModelPackage, Normalization, load_package
 
+# The largest grid a model may resample a series onto (512 MiB of float32): a 1 mm whole-body
+# CT, far beyond the node's 3 mm and 1 mm models; workers.max_grid_voxels.
+DEFAULT_MAX_GRID_VOXELS = 2**27
 _SAMPLE = 4_000_000  # voxels used to estimate percentiles and z-score statistics
+
+
+def grid_size(spec: InputSpec, volume: Volume) -> tuple[int, int, int]:
+    """The (i, j, k) size of the grid :func:`model_grid` makes, computed without allocating."""
+    if spec.conform is not None:
+        return tuple(int(n) for n in spec.conform.size)  # type: ignore[return-value]
+    size = volume.shape_ijk
+    if spec.orientation != "native" or spec.spacing is not None:
+        oriented = reorient(volume, spec.orientation)  # numpy views, no copy
+        _, size = resampled_grid(oriented, spec.spacing)
+    if spec.resize is not None:
+        i_j_k = tuple(reversed(spec.resize))
+        size = (*i_j_k, size[2]) if len(i_j_k) == 2 else i_j_k  # type: ignore[assignment]
+    return size
+
+
+def check_grids(package: ModelPackage, volume: Volume, max_voxels: int) -> None:
+    """Refuse, before anything is allocated, a volume whose grid for any stage of the model
+    (or of the model it runs after) would exceed ``max_voxels``: a few small images with a
+    huge pixel spacing make a small series and a gigantic grid."""
+    manifest = package.manifest
+    if manifest.after:
+        check_grids(load_package(package.directory.parent / manifest.after), volume, max_voxels)
+    for stage in manifest.stages:
+        size = grid_size(stage.input, volume)
+        voxels = int(np.prod(size, dtype=np.int64))
+        if voxels > max_voxels:
+            name = manifest.name if len(manifest.stages) == 1 else \
+                f"{manifest.name} (stage {stage.name})"
+            raise VolumeError(
+                f"{name} would resample this series ({volume.shape_ijk[0]} x "
+                f"{volume.shape_ijk[1]} x {volume.shape_ijk[2]} voxels) onto a grid of "
+                f"{size[0]} x {size[1]} x {size[2]} = {voxels:,} voxels, more than "
+                f"workers.max_grid_voxels ({max_voxels:,})")
 
 
 def model_grid(spec: InputSpec, volume: Volume) -> Volume:

@@ -19,6 +19,7 @@ from typing import Any
 
 import onnxruntime as ort
 
+from node import jobcontrol
 from node.config import RuntimeConfig
 from node.inference.manifest import ModelPackage, Stage
 
@@ -46,8 +47,19 @@ class LoadedModel:
 
     def run(self, feeds: dict[str, Any], extra: tuple[str, ...] = ()) -> list[Any]:
         """The stage's output, then the ``extra`` outputs (a manifest's flag masks) in order;
-        onnxruntime computes only the outputs asked for."""
-        return self.session.run([self.stage.output.name, *extra], feeds)
+        onnxruntime computes only the outputs asked for.
+
+        Inside a worker's job the run gets that job's ``RunOptions``, so stopping the job (time
+        limit, memory budget, cancel, shutdown) ends the run within milliseconds; the run then
+        raises :class:`node.jobcontrol.JobStoppedError` with the job's reason."""
+        with jobcontrol.run_options() as options:
+            try:
+                return self.session.run([self.stage.output.name, *extra], feeds, options)
+            except Exception:
+                control = jobcontrol.current_job_control()
+                if control is not None and control.reason is not None:
+                    raise jobcontrol.JobStoppedError(control.reason) from None
+                raise
 
 
 class SessionRegistry:

@@ -5,14 +5,23 @@ Datasets stream: each P-DATA fragment is read from the socket into one reused bu
 straight to the handler's sink (the spool file), so an instance is never assembled in memory
 and a peer that claims gigabytes costs what it actually sends, on disk, not in RAM. Anything
 that breaks the protocol aborts this association only.
+
+The A-ASSOCIATE-RQ must arrive, whole, within ``acse_timeout`` (ARTIM, a deadline, not a per-read
+timeout) and within ``max_request_length`` bytes. Warnings logged while an association runs go
+through a :class:`LogBudget`: the first few of each kind, then one summary line at its end.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import socket
+import ssl
 import struct
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,8 +33,10 @@ from node.receiver.negotiation import (
     APPLICATION_CONTEXT_NAME,
     REJECT_APPLICATION_CONTEXT,
     REJECT_LOCAL_LIMIT,
+    REJECT_REQUEST_TOO_LARGE,
     AssociationRequest,
     NegotiationError,
+    RequestRefusedError,
     accept,
     read_request,
     reject,
@@ -45,7 +56,6 @@ ABORT_UNRECOGNIZED_PDU = 0x01
 ABORT_UNEXPECTED_PDU = 0x02
 ABORT_INVALID_PARAMETER = 0x06
 
-MAX_REQUEST_PDU = 1 << 20  # an A-ASSOCIATE-RQ with every context is ~20 KB
 MAX_COMMAND_SET = 1 << 16  # a command set is a few hundred bytes
 _CHUNK = 1 << 20  # what one read passes to the sink at most
 
@@ -95,6 +105,101 @@ class AssociationSettings:
     network_timeout: float
     max_pdu_length: int  # what the node receives; 0 means no limit
     contexts: list[PresentationContext]
+    max_request_length: int = 1 << 16  # largest A-ASSOCIATE-RQ read (network.max_associate_request)
+
+
+# -- log budgets ----------------------------------------------------------------------------
+
+_BUDGET: contextvars.ContextVar[LogBudget | None] = contextvars.ContextVar(
+    "radnode_log_budget", default=None)
+_BUDGETED_LOGGERS = ("radnode.receiver", "pydicom", "pynetdicom")
+
+
+class LogBudget:
+    """Lets the first ``per_kind`` warnings of each kind (logger, level and message template)
+    through and counts the rest, so one peer cannot write a log line per item it sends.
+
+    An association's own budget is reported by :meth:`report` when it ends; a shared budget
+    (``window`` seconds) starts over after each window and reports what it held back then.
+    Records below WARNING are not counted.
+    """
+
+    def __init__(self, per_kind: int, window: float | None = None, subject: str = "") -> None:
+        self.per_kind = per_kind
+        self.window = window
+        self.subject = subject
+        self._lock = threading.Lock()
+        self._seen: Counter[tuple[str, int, str]] = Counter()
+        self._held: Counter[tuple[str, int, str]] = Counter()
+        self._started = time.monotonic()
+
+    def admit(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        report = None
+        with self._lock:
+            now = time.monotonic()
+            if self.window is not None and now - self._started >= self.window:
+                report = self._take(f"in the last {now - self._started:.0f} s")
+                self._started = now
+            self._seen[key] += 1
+            admitted = self._seen[key] <= self.per_kind
+            if not admitted:
+                self._held[key] += 1
+        if report:
+            _log_unbudgeted(report)
+        return admitted
+
+    def report(self, where: str = "") -> None:
+        """Log one line for what was held back (nothing if nothing was)."""
+        with self._lock:
+            line = self._take(where)
+        if line:
+            _log_unbudgeted(line)
+
+    def _take(self, where: str) -> str | None:
+        held = self._held
+        self._seen, self._held = Counter(), Counter()
+        if not held:
+            return None
+        (name, _, template), most = held.most_common(1)[0]
+        return (f"{self.subject}{' ' if self.subject else ''}{where}: {sum(held.values())} more "
+                f"warnings held back ({len(held)} kinds; most often {most} x {name}: "
+                f"{template[:120]!r})")
+
+
+def _log_unbudgeted(line: str) -> None:
+    token = _BUDGET.set(None)
+    try:
+        log.warning("%s", line)
+    finally:
+        _BUDGET.reset(token)
+
+
+class _BudgetFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        budget = _BUDGET.get()
+        return budget is None or budget.admit(record)
+
+
+_FILTER = _BudgetFilter()
+
+
+def install_log_budgets() -> None:
+    """Put the budget filter on the receiver's, pydicom's and pynetdicom's loggers (a logger's
+    own filters see only its own records, so each pynetdicom module's logger gets one)."""
+    names = {*_BUDGETED_LOGGERS, *(name for name in logging.Logger.manager.loggerDict
+                                    if name.startswith("pynetdicom."))}
+    for name in names:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
+
+def use_log_budget(budget: LogBudget | None) -> None:
+    """Bind ``budget`` to the calling thread's log records (threads start with none)."""
+    _BUDGET.set(budget)
 
 
 class PeerClosedError(ConnectionError):
@@ -151,6 +256,11 @@ class Association:
         self._incoming: _Incoming | None = None
         self._buffer = memoryview(b"")  # allocated once established (max_associations bound it)
         self._header = memoryview(bytearray(_HEADER.size))
+        self._deadline: float | None = None  # ARTIM, while the request is awaited
+        self._state = threading.Lock()
+        self._idle_since: float | None = None  # waiting for a new message since then
+        self._evicted = False
+        self.budget = LogBudget(per_kind=5, subject=f"association from {address[0]}")
 
     def run(self) -> None:
         try:
@@ -161,8 +271,12 @@ class Association:
                 log.warning("association from %s closed in the middle of a message",
                             self.address[0])
         except TimeoutError:
-            log.warning("association from %s dropped: nothing received for %.0f s",
-                        self.address[0], self.sock.gettimeout() or 0)
+            if self.request is None:
+                log.warning("connection from %s dropped: no A-ASSOCIATE-RQ within %.0f s",
+                            self.address[0], self.settings.acse_timeout)
+            else:
+                log.warning("association from %s dropped: nothing received for %.0f s",
+                            self.address[0], self.sock.gettimeout() or 0)
             self._abort(ABORT_NOT_SPECIFIED)
         except ProtocolError as exc:
             log.warning("association from %s aborted: %s", self.address[0], exc)
@@ -176,6 +290,8 @@ class Association:
         finally:
             self._drop_incoming()
             _close(self.sock)
+            if _BUDGET.get() is self.budget:
+                self.budget.report("ended")
 
     def _drop_incoming(self) -> None:
         """Discard a message cut off by abort or close (its partial spool file with it)."""
@@ -186,27 +302,42 @@ class Association:
     # -- association establishment -------------------------------------------------------
 
     def _negotiate(self) -> bool:
-        self.sock.settimeout(self.settings.acse_timeout)
+        self._deadline = time.monotonic() + self.settings.acse_timeout
         pdu_type, length = self._read_header()
         if pdu_type != A_ASSOCIATE_RQ:
             raise ProtocolError(
                 f"PDU type 0x{pdu_type:02X} before an A-ASSOCIATE-RQ",
                 ABORT_UNEXPECTED_PDU if pdu_type in _KNOWN_PDU_TYPES else ABORT_UNRECOGNIZED_PDU,
             )
-        if length > MAX_REQUEST_PDU:
-            raise ProtocolError(f"A-ASSOCIATE-RQ of {length} bytes")
+        limit = self.settings.max_request_length
+        if length > limit:  # refused before it is read: answer, then drop what follows
+            log.warning("association from %s rejected: A-ASSOCIATE-RQ of %d bytes, more than "
+                        "network.max_associate_request (%d)", self.address[0], length, limit)
+            self.sock.sendall(reject(*REJECT_REQUEST_TOO_LARGE))
+            self._drain(min(length, 4 * limit))
+            return False
         body = bytearray(_HEADER.size + length)
         _HEADER.pack_into(body, 0, pdu_type, 0, length)
         self._fill(memoryview(body)[_HEADER.size:])
+        self._deadline = None
         try:
             request = read_request(bytes(body), *self.address[:2])
         except NegotiationError as exc:
             raise ProtocolError(str(exc)) from exc
+        except RequestRefusedError as exc:
+            log.warning("association from %s rejected: %s", self.address[0], exc)
+            self.sock.sendall(reject(*exc.rejection))
+            return False
         self.request = request
         refusal = self._refusal(request)
         if refusal is not None:
             self.sock.sendall(reject(*refusal))
             return False
+        use_log_budget(self.budget)  # admitted: from here on this association's own budget
+        if request.invalid_uids:
+            log.warning("association from %s (%s): %d UIDs in the request are not valid UIDs;"
+                        " their contexts are rejected", request.calling_ae_title,
+                        request.address, request.invalid_uids)
         pdu, self.contexts = accept(request, self.settings.contexts,
                                     self.settings.max_pdu_length)
         self.sock.sendall(pdu)
@@ -234,7 +365,14 @@ class Association:
             self.sock.settimeout(self.settings.network_timeout if idle else
                                  min(self.settings.network_timeout,
                                      self.settings.dimse_timeout))
+            if idle:
+                with self._state:
+                    self._idle_since = time.monotonic()
             pdu_type, length = self._read_header()
+            with self._state:
+                self._idle_since = None
+                if self._evicted:
+                    raise PeerClosedError()
             if pdu_type == P_DATA_TF:
                 limit = self.settings.max_pdu_length
                 if limit and length > limit:
@@ -353,9 +491,15 @@ class Association:
         return pdu_type, length
 
     def _fill(self, view: memoryview) -> None:
-        """Read exactly len(view) bytes; PeerClosedError if the connection ends first."""
+        """Read exactly len(view) bytes; PeerClosedError if the connection ends first,
+        TimeoutError once the ARTIM deadline (while awaiting the request) has passed."""
         got, size = 0, len(view)
         while got < size:
+            if self._deadline is not None:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError()
+                self.sock.settimeout(left)
             n = self.sock.recv_into(view[got:])
             if not n:
                 raise PeerClosedError()
@@ -366,6 +510,38 @@ class Association:
             view = self._buffer[: min(length, len(self._buffer))]
             self._fill(view)
             length -= len(view)
+
+    def _drain(self, length: int) -> None:
+        """Read and drop up to ``length`` bytes (until the deadline), so that the close after a
+        rejection does not reset the connection before the peer has read the answer."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+        scratch = memoryview(bytearray(1 << 16))
+        with contextlib.suppress(OSError, PeerClosedError):
+            while length > 0:
+                view = scratch[: min(length, len(scratch))]
+                self._fill(view)
+                length -= len(view)
+
+    def idle_for(self, now: float) -> float | None:
+        """Seconds this association has waited for a new message; None while one is under way."""
+        with self._state:
+            return None if self._idle_since is None else now - self._idle_since
+
+    def evict(self) -> bool:
+        """Abort this association if it is still idle (to make room for another); False if a
+        message started meanwhile. Called from another thread: the owner's read then ends."""
+        with self._state:
+            if self._idle_since is None or self._evicted:
+                return False
+            self._evicted = True
+        if not isinstance(self.sock, ssl.SSLSocket):  # an SSL object is not shared by threads
+            with contextlib.suppress(OSError):
+                self.sock.sendall(bytes((A_ABORT, 0, 0, 0, 0, 4, 0, 0, 0x02,
+                                         ABORT_NOT_SPECIFIED)))
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+        return True
 
     def _abort(self, reason: int) -> None:
         self._drop_incoming()  # before the peer can see the abort

@@ -1,10 +1,12 @@
 """C-ECHO and C-STORE SCP: the node's handlers for the events of each association.
 
 A C-STORE is answered with Success only after the instance is in the spool (fsynced) and
-recorded in the job store. The dataset is written to a temporary spool file while it arrives
-and checked there before it is renamed into place. Each failure gets its own status and one
-log line that names the problem, never patient data. Handlers catch everything, so one bad
-instance or association never stops the others.
+recorded in the job store. One SOP Instance UID is stored once: the first copy recorded is
+kept; a later copy with the same content gets Success (a re-send), one with other content
+gets DIFFERENT_CONTENT and is not stored. The dataset is written to a temporary spool file
+while it arrives and checked there before it is renamed into place. Each failure gets its own
+status and one log line that names the problem, never patient data. Handlers catch
+everything, so one bad instance or association never stops the others.
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import ssl
 import zlib
+from dataclasses import replace
+from pathlib import Path
 
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+import pydicom
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pynetdicom.sop_class import Verification
 
 from node import metrics
@@ -23,6 +29,7 @@ from node.config import Config
 from node.receiver import status
 from node.receiver.association import AssociationSettings, StoreRequest
 from node.receiver.contexts import scp_contexts
+from node.receiver.inflate import InflateBudget, InflateLimitError, inflated
 from node.receiver.negotiation import (
     REJECT_CALLED_AE_TITLE,
     REJECT_CALLING_AE_TITLE,
@@ -30,12 +37,21 @@ from node.receiver.negotiation import (
     AssociationRequest,
 )
 from node.receiver.part10 import decode_text, file_header
-from node.receiver.server import AssociationServer
-from node.receiver.spool import InvalidUIDError, Spool, SpoolFile
+from node.receiver.seriesheader import keep_series_record, series_record
+from node.receiver.server import AssociationServer, ConnectionLimits
+from node.receiver.spool import InvalidUIDError, Spool, SpoolFile, dataset_offset
 from node.receiver.structure import MalformedDatasetError, check_encoding
 from node.store.jobstore import InstanceRecord, JobStore, Recorded
 
 log = logging.getLogger("radnode.receiver")
+
+# A SOP Instance UID that is recorded already, sent with other content (another series, other
+# pixels, other attributes, or another transfer syntax that does not decode to the same data
+# set). PS3.4 B.2.3 Table B.2-1 leaves "Error: Cannot understand" (Cxxx) to the implementation;
+# PS3.7 Annex C's "Duplicate SOP Instance" (0x0111) is an N-CREATE status, not a C-STORE one.
+DIFFERENT_CONTENT = 0xC002
+# Above this size a copy in another transfer syntax is not decoded to be compared: it differs.
+_MAX_DECODED_COMPARE = 256 << 20
 
 class StorageSCP:
     """The node's DICOM listener: start() returns at once, stop() closes it."""
@@ -47,6 +63,8 @@ class StorageSCP:
         self._networks = [ipaddress.ip_network(a, strict=False) for a in config.access.addresses]
         self._calling = {t.strip() for t in config.access.calling_ae_titles}
         self._server: AssociationServer | None = None
+        # deflated datasets being inflated, all associations together (storage.inflate_budget_mb)
+        self.inflate_budget = InflateBudget(config.storage.inflate_budget_mb << 20)
 
     @property
     def port(self) -> int:
@@ -67,9 +85,12 @@ class StorageSCP:
             network_timeout=net.network_timeout,
             max_pdu_length=net.max_pdu_size,
             contexts=scp_contexts(),
+            max_request_length=net.max_associate_request,
         )
+        limits = ConnectionLimits(net.max_pending_connections, net.max_pending_per_address,
+                                  net.busy_idle_timeout)
         self._server = AssociationServer((node.host, node.port), settings, self,
-                                         node.max_associations, self._ssl_context())
+                                         node.max_associations, self._ssl_context(), limits)
         self._server.start()
         log.info(
             "listening as %s on %s:%d%s (max %d associations)",
@@ -195,28 +216,80 @@ class _Instance:
         if self.file is None:  # a write failed (and was logged)
             return status.OUT_OF_RESOURCES
         try:
-            return self._finish(calling)
+            outcome = self._finish(calling)
+            if outcome == status.SUCCESS and self._series_record is not None:
+                keep_series_record(self.scp.spool, *self._series_record)
+            return outcome
+        except InflateLimitError as exc:  # a bound of the deflate path: one line, no traceback
+            log.error("refused %s from %s: %s", self.request.command.affected_sop_instance_uid,
+                      calling, exc)
+            return exc.status
         except Exception:
             log.exception("storing an instance from %s failed unexpectedly", calling)
             return status.OUT_OF_RESOURCES
         finally:
             self.discard()  # no-op once committed
 
+    # (series folder, header record) when this instance's series has no record yet
+    _series_record: tuple[str, bytes] | None = None
+
     def _identity(self, syntax: UID) -> dict[int, bytes]:
-        """Check the dataset as written (mapped, not read back) and return its identity."""
+        """Check the dataset as written (mapped, not read back) and return its identity;
+        take its series' header record on the way if the series has none yet."""
         assert self.file is not None
+        if syntax == DeflatedExplicitVRLittleEndian:
+            return self._inflated_identity()
         mapped = self.file.map()
         assert mapped is not None  # the header is there
-        data: bytes | memoryview = memoryview(mapped)[self.head_size:]
+        data = memoryview(mapped)[self.head_size:]
         try:
-            if syntax == DeflatedExplicitVRLittleEndian:
-                data = _inflate(data)
-            return check_encoding(data, syntax.is_implicit_VR, syntax.is_little_endian,
-                                  _IDENTITY_TAGS)
+            found = check_encoding(data, syntax.is_implicit_VR, syntax.is_little_endian,
+                                   _IDENTITY_TAGS)
+            self._take_series_record(found, data, syntax.is_implicit_VR,
+                                     syntax.is_little_endian)
+            return found
         finally:
             del data
             with contextlib.suppress(BufferError):  # a view outlives the check (in a
                 mapped.close()  # traceback): the garbage collector closes it then
+
+    def _inflated_identity(self) -> dict[int, bytes]:
+        """A deflated dataset, inflated once, streaming, into a scratch spool file (bounded
+        by storage.max_inflated_mb and storage.inflate_budget_mb), checked there mapped."""
+        assert self.file is not None
+        command, scp = self.request.command, self.scp
+        storage = scp.config.storage
+        head = file_header(command.affected_sop_class_uid, command.affected_sop_instance_uid,
+                           ExplicitVRLittleEndian)
+        floor = storage.min_free_mb << 20
+        with inflated(scp.spool, self.file.path, self.head_size, head,
+                      storage.max_inflated_mb << 20, scp.inflate_budget,
+                      lambda: bool(floor) and scp.spool.free_bytes() < floor) as scratch:
+            mapped = scratch.map()
+            assert mapped is not None
+            data = memoryview(mapped)[len(head):]
+            try:
+                found = check_encoding(data, False, True, _IDENTITY_TAGS)
+                self._take_series_record(found, data, False, True)
+                return found
+            finally:
+                del data
+                with contextlib.suppress(BufferError):
+                    mapped.close()
+
+    def _take_series_record(self, found: dict[int, bytes], data: memoryview, implicit: bool,
+                            little: bool) -> None:
+        """Keep (in memory, until the instance is stored) the header record of a series that
+        has none, so completion and routing never read or inflate an instance again."""
+        try:
+            relative = Spool.relative_path(
+                *(decode_text(found.get(tag, b"")) for tag in _PLACE_TAGS))
+        except InvalidUIDError:
+            return  # refused in _finish, with its own log line
+        folder = relative.rpartition("/")[0]
+        record = series_record(self.scp.spool, folder, data, implicit, little)
+        if record is not None:
+            self._series_record = (folder, record)
 
     def _finish(self, calling: str) -> int:
         assert self.file is not None
@@ -245,26 +318,33 @@ class _Instance:
             log.error("refused %s from %s: %s", req_instance or "instance", calling, exc)
             return status.INVALID_UID
         store = self.scp.store
-        if store.has_instance(req_instance):
-            log.debug("duplicate %s from %s: already stored", req_instance, calling)
-            return status.SUCCESS
-        size = self.file.commit(relative)
-        self.file = None
-        outcome = store.record_instance(
-            InstanceRecord(
-                sop_instance_uid=req_instance,
-                sop_class_uid=req_class,
-                series_uid=header["SeriesInstanceUID"],
-                study_uid=header["StudyInstanceUID"],
-                modality=header["Modality"],
-                path=relative,
-                size=size,
-                transfer_syntax=str(syntax),
-                calling_ae=calling,
-            ),
-            late_policy=self.scp.config.completion.late_instance_policy,
+        record = InstanceRecord(
+            sop_instance_uid=req_instance,
+            sop_class_uid=req_class,
+            series_uid=header["SeriesInstanceUID"],
+            study_uid=header["StudyInstanceUID"],
+            modality=header["Modality"],
+            path=relative,
+            size=0,
+            transfer_syntax=str(syntax),
+            calling_ae=calling,
         )
-        if outcome is not Recorded.DUPLICATE:
+        # "recorded? write, rename, record" for one UID at a time: concurrent copies of one
+        # instance cannot leave a file that its row does not describe, or a file no row names
+        with self.scp.spool.instance_lock(req_instance):
+            stored = store.instance(req_instance)
+            if stored is not None:
+                return self._again(stored, record)
+            size = self.file.commit(relative)
+            self.file = None
+            outcome = store.record_instance(
+                replace(record, size=size),
+                late_policy=self.scp.config.completion.late_instance_policy,
+            )
+        if outcome is Recorded.DUPLICATE:  # another process recorded it meanwhile
+            log.error("stored %s from %s, but another process had recorded it already",
+                      req_instance, calling)
+        else:
             metrics.inc("radnode_instances_received_total")
             metrics.inc("radnode_bytes_received_total", size)
         if outcome is Recorded.REOPENED:
@@ -274,6 +354,73 @@ class _Instance:
             log.info("late instance %s stored; series %s stays complete (policy ignore)",
                      req_instance, header["SeriesInstanceUID"])
         return status.SUCCESS
+
+    def _again(self, stored: InstanceRecord, record: InstanceRecord) -> int:
+        """A SOP Instance UID that is recorded already (called under its lock). The stored copy
+        is kept: results may have been made from it. Success when this copy is the same data
+        set (a re-send after a lost response or a crash); DIFFERENT_CONTENT when it is not."""
+        assert self.file is not None
+        uid, calling = record.sop_instance_uid, record.calling_ae
+        existing = self.scp.spool.absolute(stored.path)
+        if not existing.is_file() and stored.path == record.path:
+            # the recorded file was removed by hand: this copy takes its place
+            size = self.file.commit(record.path)
+            self.file = None
+            self.scp.store.replace_instance_file(replace(record, size=size))
+            log.warning("stored %s from %s again: its recorded file was missing", uid, calling)
+            return status.SUCCESS
+        if existing.is_file() and self._same_dataset(existing, stored.transfer_syntax,
+                                                     record.transfer_syntax):
+            log.debug("duplicate %s from %s: already stored, same content", uid, calling)
+            return status.SUCCESS
+        log.error(
+            "refused %s from %s: SOP Instance UID already stored with different content "
+            "(stored: series %s, %s; this copy: series %s, %s); the stored copy is kept",
+            uid, calling, stored.series_uid, stored.transfer_syntax, record.series_uid,
+            record.transfer_syntax,
+        )
+        return DIFFERENT_CONTENT
+
+    def _same_dataset(self, existing: Path, stored_syntax: str, syntax: str) -> bool:
+        """Whether this copy's data set is the stored one's: byte for byte in the same transfer
+        syntax (the File Meta, which names the sender, is not compared); decoded otherwise."""
+        assert self.file is not None
+        if stored_syntax == syntax:
+            try:
+                return _same_bytes(existing, self.file, self.head_size)
+            except ValueError:  # a file recovery recorded without a group length: decode
+                pass
+        if max(existing.stat().st_size, self.file.size) > _MAX_DECODED_COMPARE:
+            return False
+        try:
+            return bool(pydicom.dcmread(existing) == pydicom.dcmread(self.file.path))
+        except Exception:  # either does not decode: not shown to be the same
+            return False
+
+
+def _same_bytes(existing: Path, file: SpoolFile, head_size: int) -> bool:
+    """Compare the data set of a stored file with the one being written (mapped), in 1 MB
+    pieces; ValueError when the stored file's File Meta length cannot be read."""
+    mapped = file.map()
+    assert mapped is not None
+    new = memoryview(mapped)[head_size:]
+    try:
+        with existing.open("rb") as f:
+            offset = dataset_offset(f.read(144))
+            if os.fstat(f.fileno()).st_size - offset != len(new):
+                return False
+            f.seek(offset)
+            pos = 0
+            while pos < len(new):
+                chunk = f.read(1 << 20)
+                if not chunk or new[pos:pos + len(chunk)] != chunk:
+                    return False
+                pos += len(chunk)
+            return True
+    finally:
+        new.release()
+        with contextlib.suppress(BufferError):
+            mapped.close()
 
 
 # The attributes that place an instance, read from the encoded dataset (all ASCII: UI, CS).
@@ -285,26 +432,4 @@ _IDENTITY = {
     0x00080060: "Modality",
 }
 _IDENTITY_TAGS = frozenset(_IDENTITY)
-
-
-# A deflated dataset is inflated in memory to be checked; a few MB can claim gigabytes.
-MAX_INFLATED_BYTES = 1 << 30
-_INFLATE_CHUNK = 1 << 24
-
-
-def _inflate(stream: bytes | memoryview) -> bytes:
-    """The inflated dataset; refuses one above MAX_INFLATED_BYTES after counting its size in
-    chunks (so a deflate bomb costs CPU, never memory)."""
-    counter = zlib.decompressobj(-zlib.MAX_WBITS)
-    size, pending = 0, bytes(stream)
-    while True:
-        out = counter.decompress(pending, _INFLATE_CHUNK)
-        size += len(out)
-        if size > MAX_INFLATED_BYTES:
-            raise MalformedDatasetError(
-                f"deflated dataset inflates to more than {MAX_INFLATED_BYTES >> 20} MB")
-        pending = counter.unconsumed_tail
-        if not out and not pending:
-            break
-    return zlib.decompress(stream, -zlib.MAX_WBITS)
-
+_PLACE_TAGS = (0x0020000D, 0x0020000E, 0x00080018)  # study, series, instance: its spool path

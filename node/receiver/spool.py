@@ -2,7 +2,13 @@
 
 Layout: ``<spool>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``. A file is
 written under ``.tmp/``, fsynced, renamed into place, and its folder fsynced, so after a crash
-a file at its final name is always whole. Leftovers in ``.tmp/`` are removed at start-up.
+a file at its final name is always whole. Leftovers in ``.tmp/`` are removed at start-up; a
+whole file that must not stay in the spool (a second copy of a recorded instance, an unreadable
+one) is moved to ``.quarantine/`` under the same relative path, never deleted.
+
+One SOP Instance UID is stored by one thread at a time (:meth:`Spool.instance_lock`), so the
+"is it recorded? write, rename, record" sequence of two concurrent stores of the same instance
+cannot interleave and leave a file that its row does not describe.
 
 The receiver writes an instance while it arrives (:class:`SpoolFile`), so it is never held
 whole in memory. (Starting the disk's writeback while the data arrives, with sync_file_range
@@ -14,13 +20,18 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
+import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from node.uids import is_valid_uid
 
 TMP = ".tmp"
+QUARANTINE = ".quarantine"
+LOCK_STRIPES = 1024  # per-UID locks: a fixed table, so memory does not grow with the UIDs seen
 
 
 class SpoolFile:
@@ -32,6 +43,11 @@ class SpoolFile:
         self._tmp = spool.tmp / f"{uuid.uuid4().hex}.part"
         self._fd: int | None = os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
         self.size = 0
+
+    @property
+    def path(self) -> Path:
+        """The temporary file (under ``.tmp/``) while it is being written."""
+        return self._tmp
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert self._fd is not None, "the file is closed"
@@ -90,6 +106,15 @@ class Spool:
         self.fsync = fsync
         self.tmp = self.root / TMP
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+
+    @contextmanager
+    def instance_lock(self, sop_instance_uid: str) -> Iterator[None]:
+        """Hold the lock of one SOP Instance UID (a stripe shared with 1/LOCK_STRIPES of the
+        others) while its file and its row are made to agree. In this process only: receivers
+        in several processes over one spool would need the job store to arbitrate."""
+        with self._locks[hash(sop_instance_uid) % LOCK_STRIPES]:
+            yield
 
     @staticmethod
     def relative_path(study_uid: str, series_uid: str, sop_instance_uid: str) -> str:
@@ -147,7 +172,7 @@ class Spool:
     def files(self) -> Iterator[str]:
         """Spool-relative paths of every stored instance file."""
         for study in os.scandir(self.root):
-            if study.name == TMP or not study.is_dir():
+            if study.name.startswith(".") or not study.is_dir():  # .tmp, .quarantine
                 continue
             for series in os.scandir(study.path):
                 if not series.is_dir():
@@ -155,6 +180,29 @@ class Spool:
                 for entry in os.scandir(series.path):
                     if entry.name.endswith(".dcm"):
                         yield f"{study.name}/{series.name}/{entry.name}"
+
+    def quarantine(self, relative: str) -> str:
+        """Move a spool file to ``.quarantine/<relative>`` (a free name if that one is taken);
+        returns its new spool-relative path. A rename: nothing is copied or lost."""
+        target = self.root / QUARANTINE / relative
+        n = 0
+        while target.exists():
+            n += 1
+            target = self.root / QUARANTINE / f"{relative}.{n}"
+        self._make_folder(target.parent)
+        os.replace(self.root / relative, target)
+        if self.fsync:
+            _fsync_dir(target.parent)
+            _fsync_dir((self.root / relative).parent)
+        return str(target.relative_to(self.root))
+
+
+def dataset_offset(head: bytes) -> int:
+    """Where the dataset starts in a Part 10 file whose first 144 bytes are ``head``: after
+    the preamble, "DICM" and the File Meta group, whose length (0002,0000) says how long."""
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
+        raise ValueError("not a Part 10 file with a File Meta group length")
+    return 144 + int(struct.unpack_from("<L", head, 140)[0])
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
 from node.routing.rules import MISSING
+
+log = logging.getLogger("radnode.routing")
 
 
 class SeriesFacts(Mapping[str, Any]):
@@ -94,3 +102,52 @@ def orientation_of(header: Dataset) -> Any:
     if normal[axis] < 0.9:
         return "oblique"
     return ("sagittal", "coronal", "axial")[axis]
+
+
+# -- the header routing needs, kept at receive time ------------------------------------------
+#
+# Completion used to read each series' first instance again for its header, at every completion
+# of the series and of its study; for a deflated instance that inflated the whole stream. The
+# receiver now keeps the top-level elements routing can use, as encoded, next to the series in
+# the spool (``FACTS_FILE``); completion rebuilds the header from them (see header_from_record).
+
+FACTS_FILE = ".series-facts.json"  # hidden: never taken for an instance or an input file
+FACTS_VERSION = 1
+
+
+def header_record(elements: list[tuple[int, str | None, bytes]], implicit_vr: bool,
+                  little_endian: bool) -> dict[str, Any]:
+    """JSON-ready form of top-level elements (tag, VR or None when implicit, encoded value)."""
+    return {
+        "version": FACTS_VERSION, "implicit_vr": implicit_vr, "little_endian": little_endian,
+        "elements": [[tag, vr, base64.b64encode(value).decode("ascii")]
+                     for tag, vr, value in elements],
+    }
+
+
+def header_from_record(record: dict[str, Any]) -> Dataset:
+    """The header a record keeps, as raw elements that pydicom decodes when asked, exactly as
+    when it reads them from the file (character set, VR lookup, lenient values)."""
+    if record.get("version") != FACTS_VERSION:
+        raise ValueError(f"unknown facts record version {record.get('version')!r}")
+    implicit, little = bool(record["implicit_vr"]), bool(record["little_endian"])
+    header = Dataset()
+    for tag, vr, encoded in record["elements"]:
+        value = base64.b64decode(encoded)
+        header[tag] = RawDataElement(BaseTag(int(tag)), vr, len(value), value, 0, implicit,
+                                     little)
+    header.set_original_encoding(implicit, little, None)
+    return header
+
+
+def load_header(path: Path) -> Dataset | None:
+    """The header kept at ``path``; None when there is none or it cannot be read."""
+    try:
+        record = json.loads(path.read_bytes())
+        return header_from_record(record)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # a torn or foreign file: read the instance instead
+        log.warning("cannot use %s (%s); reading an instance instead", path.name,
+                    type(exc).__name__)
+        return None

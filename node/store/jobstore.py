@@ -232,6 +232,23 @@ class JobStore:
         )
         return bool(rows)
 
+    def instance(self, sop_instance_uid: str) -> InstanceRecord | None:
+        """The row of one instance (its modality is its series'), or None."""
+        rows = self._query(
+            "SELECT i.*, COALESCE(s.modality, '') AS modality FROM instances i"
+            " LEFT JOIN series s ON s.series_uid = i.series_uid WHERE i.sop_instance_uid = ?",
+            (sop_instance_uid,),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return InstanceRecord(
+            sop_instance_uid=r["sop_instance_uid"], sop_class_uid=r["sop_class_uid"],
+            series_uid=r["series_uid"], study_uid=r["study_uid"], modality=r["modality"],
+            path=r["path"], size=r["size"], transfer_syntax=r["transfer_syntax"],
+            calling_ae=r["calling_ae"],
+        )
+
     def record_instance(
         self, inst: InstanceRecord, late_policy: str = "rerun", now: float | None = None
     ) -> Recorded:
@@ -298,6 +315,18 @@ class JobStore:
                     (SeriesState.RECEIVING, now, now, inst.study_uid),
                 )
             return outcome
+
+    def replace_instance_file(self, inst: InstanceRecord, now: float | None = None) -> bool:
+        """Describe a new file of a recorded instance at the same path (its recorded file had
+        been removed); its series and study are unchanged. False when no row has that path."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            return bool(db.execute(
+                "UPDATE instances SET size = ?, transfer_syntax = ?, calling_ae = ?,"
+                " received_at = ? WHERE sop_instance_uid = ? AND path = ?",
+                (inst.size, inst.transfer_syntax, inst.calling_ae, now, inst.sop_instance_uid,
+                 inst.path),
+            ).rowcount)
 
     def instance_paths(self, series_uid: str) -> list[str]:
         """Spool-relative paths of a series' instances, in arrival order."""
@@ -503,6 +532,16 @@ class JobStore:
                 (JobState.QUEUED, JobState.RUNNING),
             ).rowcount
         return requeued, failed
+
+    def requeue_job(self, job_id: int) -> bool:
+        """Give a running job back to the queue without counting the attempt (the node stopped
+        it at shutdown; the job did nothing wrong). False when it is not running."""
+        with self._tx() as db:
+            return bool(db.execute(
+                "UPDATE jobs SET state = ?, started_at = NULL, attempts = MAX(attempts - 1, 0)"
+                " WHERE id = ? AND state = ?",
+                (JobState.QUEUED, job_id, JobState.RUNNING),
+            ).rowcount)
 
     def retry_job(self, job_id: int) -> bool:
         """Queue a failed or cancelled job again (a fresh set of attempts)."""

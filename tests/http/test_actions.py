@@ -81,7 +81,7 @@ def test_retry_a_failed_job_and_cancel_a_queued_one(setup) -> None:
     again = call("POST", f"/api/jobs/{queued}/cancel")
     assert again.status == 409
     assert again.json()["error"]["message"] == (
-        f"job {queued} is cancelled; only queued jobs are cancelled")
+        f"job {queued} is cancelled; only queued or running jobs are cancelled")
     assert call("POST", f"/api/jobs/{queued}/retry").json()["job"]["state"] == "queued"
 
 

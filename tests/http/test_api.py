@@ -123,7 +123,7 @@ def test_actions_on_a_done_job_are_refused_clearly(lung_node) -> None:
         f"job {job_id} is done; only failed or cancelled jobs are retried")
     cancel = lung_node.post(f"/api/jobs/{job_id}/cancel")
     assert cancel.status == 409
-    assert "only queued jobs are cancelled" in cancel.json()["error"]["message"]
+    assert "only queued or running jobs are cancelled" in cancel.json()["error"]["message"]
 
 
 def test_errors_are_json(lung_node) -> None:

@@ -378,9 +378,20 @@ def _huge_native(ds: Dataset, k: int) -> None:
     ds.PixelData = b"\0" * 1024
 
 
+def _every(mutate: Callable[[Dataset], None]) -> Callable[[Dataset, int], None]:
+    return lambda ds, k: mutate(ds)
+
+
+def _one_by_one(ds: Dataset, k: int) -> None:
+    ds.Rows = ds.Columns = 1
+    ds.PixelData = b"\0\0"
+
+
 def _moderate_native(ds: Dataset, k: int) -> None:
-    """8192 x 8192 x 24 slices (1.6e9 voxels, under the limit) with 1 KB of pixel data each."""
+    """8192 x 8192 x 24 slices (1.6e9 voxels, under the limit) with 1 KB of pixel data each;
+    0.05 mm pixels keep the images a plausible 41 cm wide."""
     ds.Rows = ds.Columns = 8192
+    ds.PixelSpacing = [0.05, 0.05]
     ds.PixelData = b"\0" * 1024
 
 
@@ -519,4 +530,20 @@ JOB_CASES: list[JobCase] = [
             "pixel data could not be decoded"),
     JobCase("meta-says-j2k-data-native", _each(lambda ds, k: None, syntax=JPEG2000Lossless),
             "pixel data could not be decoded"),
+    # Values that make no sense (issue 13): refused with a reason, never "done" and empty.
+    JobCase("tiny-series-huge-pixel-spacing",
+            _each(lambda ds, k: setattr(ds, "PixelSpacing", [200, 200])),
+            "implausible geometry: PixelSpacing (rows) 200 mm"),
+    JobCase("pixel-spacing-1e6", _each(lambda ds, k: setattr(ds, "PixelSpacing", [1e6, 1e6])),
+            "implausible geometry: PixelSpacing"),
+    JobCase("rescale-slope-1e308", _each(_every(_set(RescaleSlope="1e308"))),
+            "RescaleSlope 1e+308 and RescaleIntercept"),
+    JobCase("rescale-slope-zero", _each(_every(_set(RescaleSlope=0))),
+            "RescaleSlope/RescaleIntercept are invalid"),
+    JobCase("bits-stored-zero", _each(_every(_set(BitsStored=0))), "BitsStored is 0"),
+    JobCase("pixel-representation-2", _each(_every(_set(PixelRepresentation=2))),
+            "PixelRepresentation is 2"),
+    JobCase("samples-per-pixel-zero", _each(_every(_set(SamplesPerPixel=0))),
+            "SamplesPerPixel is 0"),
+    JobCase("one-by-one-images", _each(_one_by_one), "images of 1 x 1 pixels are too small"),
 ]

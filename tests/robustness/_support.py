@@ -43,11 +43,16 @@ def start_node(workdir: Path, **extra: dict[str, Any]) -> NodeProcess:
 
 def peak_rss_mb(node: NodeProcess) -> float:
     """The node process's peak resident memory (VmHWM), in MB."""
+    return status_mb(node, "VmHWM")
+
+
+def status_mb(node: NodeProcess, field: str) -> float:
+    """A memory field of the node process's /proc status (VmRSS, VmHWM...), in MB."""
     assert node.proc is not None
     for line in Path(f"/proc/{node.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM in /proc status")
+    raise AssertionError(f"no {field} in /proc status")
 
 
 def send_raw(port: int, paths: list[Path], calling: str = "RAWSCU") -> list[int]:
