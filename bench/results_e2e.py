@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from nodeharness import NodeProcess  # noqa: E402
-from orthanc import Orthanc  # noqa: E402
+from support.node_process import NodeProcess  # noqa: E402
+from support.orthanc import Orthanc  # noqa: E402
 
 from node.synthetic import SeriesGeometry, write_series  # noqa: E402
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from node import __version__
 from node.config import Config, ConfigError, load_config, reference
+from node.errors import StartupError
 from node.log import configure_logging
+from node.store import JobState, OutboxState
 
 DEFAULT_CONFIG = "config.toml"
 
@@ -100,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(models_check)
     models_list = models_sub.add_parser("list", help="list installed models")
     _add_config(models_list)
+    models_reference = models_sub.add_parser(
+        "reference", help="print the models README with its key tables generated from the "
+                          "manifest schema")
+    models_reference.add_argument("--write", action="store_true",
+                                  help="rewrite README.md in the models folder instead")
+    _add_config(models_reference)
 
     status = sub.add_parser(
         "status", help="queues, recent jobs and failures of the node",
@@ -111,8 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = sub.add_parser("jobs", help="list, show, retry or cancel jobs")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     jobs_list = jobs_sub.add_parser("list", help="list jobs, newest first")
-    jobs_list.add_argument("--state", choices=["queued", "running", "done", "failed",
-                                                "cancelled"])
+    jobs_list.add_argument("--state", choices=[s.value for s in JobState])
     jobs_list.add_argument("--limit", type=int, default=50)
     for action, text in (("show", "print one job as JSON (timings, results, error)"),
                          ("retry", "queue a failed or cancelled job again"),
@@ -125,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     outbox = sub.add_parser("outbox", help="list results waiting to be sent, or retry dead ones")
     outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
     outbox_list = outbox_sub.add_parser("list", help="list outbox items, newest first")
-    outbox_list.add_argument("--state", choices=["pending", "sent", "dead"])
+    outbox_list.add_argument("--state", choices=[s.value for s in OutboxState])
     outbox_list.add_argument("--limit", type=int, default=50)
     _add_config(outbox_list)
     outbox_retry = outbox_sub.add_parser(
@@ -160,8 +167,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from node.service import StartupError
-
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
@@ -211,6 +216,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "models":
         from node.inference.check import check_models
         from node.inference.manifest import load_packages
+        from node.results.templates import template_check
 
         config = _load(args)
         models_dir = config.path(config.workers.models_dir)
@@ -221,7 +227,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(f"{name} {m.version}  {m.output.kind}  accepts {modalities}"
                       f"  clinical use: {'yes' if m.for_clinical_use else 'no'}")
             return 0
-        problems = check_models(models_dir, config.path(config.results.sr_templates_dir))
+        if args.models_command == "reference":
+            return _models_reference(models_dir / "README.md", args.write)
+        problems = check_models(models_dir,
+                                template_check(config.path(config.results.sr_templates_dir)))
         for problem in problems:
             print(f"ERROR {problem}")
         if problems:
@@ -253,6 +262,26 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def _models_reference(readme: Path, write: bool) -> int:
+    """``radnode models reference``: the README with its tables made from the schema."""
+    from node.inference.reference import regenerate
+
+    try:
+        text = regenerate(readme.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"radnode: {readme}: {exc}", file=sys.stderr)
+        return 2
+    if not write:
+        print(text, end="")
+        return 0
+    if readme.read_text(encoding="utf-8") != text:
+        readme.write_text(text, encoding="utf-8")
+        print(f"wrote {readme}")
+    else:
+        print(f"{readme} is up to date")
+    return 0
+
+
 def _store_command(args: argparse.Namespace) -> int:
     from node.commands.status import (
         job_details,
@@ -273,8 +302,8 @@ def _store_command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "jobs":
         if args.jobs_command == "list":
-            for job in store.jobs(state=args.state, limit=args.limit):
-                print(job_line(job))
+            for row in store.jobs(state=args.state, limit=args.limit):
+                print(job_line(row))
             return 0
         job = store.job(args.id)
         if job is None:

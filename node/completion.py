@@ -19,7 +19,7 @@ import pydicom
 from node.config import CompletionConfig
 from node.routing.facts import FACTS_FILE, SeriesFacts, load_header
 from node.routing.router import Router
-from node.store.jobstore import JobStore, SeriesRow
+from node.store import JobStore, NewJob, NewStudyJob, SeriesRow, SeriesState
 
 log = logging.getLogger("radnode.completion")
 
@@ -49,16 +49,17 @@ class CompletionScheduler:
         for series in self.store.series_due(now, cfg.series_idle_seconds, cfg.max_wait_seconds):
             forced = series.last_received > now - cfg.series_idle_seconds
             self._complete_series(series, forced, now)
-        for series in self.store.all_series("receiving"):
+        for series in self.store.all_series(SeriesState.RECEIVING):
             if series.study_uid in forced_studies:
                 self._complete_series(series, True, now)
         for study in self.store.studies_due(now, cfg.study_idle_seconds, cfg.max_wait_seconds):
             forced = study.opened_at <= now - cfg.max_wait_seconds
-            jobs = []
+            jobs: list[NewStudyJob] = []
             for series in self.store.study_series(study.study_uid):
                 facts = self._facts(series)
                 if facts is not None:
-                    jobs += [(series.series_uid, r, m) for r, m in self.router.jobs(facts, "study")]
+                    jobs += [NewStudyJob(series.series_uid, r, m)
+                             for r, m in self.router.jobs(facts, "study")]
             if self.store.complete_study(study, forced, jobs, now):
                 log.info("study %s complete%s; %d study-level jobs", study.study_uid,
                          " (forced by max_wait_seconds)" if forced else "", len(jobs))
@@ -67,14 +68,15 @@ class CompletionScheduler:
 
     def _complete_series(self, series: SeriesRow, forced: bool, now: float) -> None:
         facts = self._facts(series)
-        jobs = self.router.jobs(facts, "series") if facts is not None else []
+        jobs = ([NewJob(r, m) for r, m in self.router.jobs(facts, "series")]
+                if facts is not None else [])
         generation = self.store.complete_series(series, forced, jobs, now)
         if generation is None:
             return
         log.info(
             "series %s complete with %d instances%s; jobs: %s", series.series_uid,
             series.instance_count, " (forced by max_wait_seconds)" if forced else "",
-            ", ".join(m for _, m in jobs) or "none",
+            ", ".join(j.model for j in jobs) or "none",
         )
         if jobs:
             self._queued()

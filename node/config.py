@@ -8,18 +8,24 @@ value. Unknown keys, wrong types and bad values raise :class:`ConfigError` with 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from collections.abc import Sequence
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from node.errors import NodeError
+from node.routing.rules import RuleError, compile_condition
 from node.toml_table import read_toml
 from node.uids import is_valid_uid
 
+log = logging.getLogger(__name__)
 
-class ConfigError(ValueError):
+class ConfigError(NodeError, ValueError):
     """A configuration problem; the message starts with the offending key."""
 
 
@@ -61,11 +67,46 @@ def _at_least(minimum: int) -> typing.Callable[[int], str | None]:
     return check
 
 
-def _one_of(*choices: str) -> typing.Callable[[str], str | None]:
-    def check(value: str) -> str | None:
-        return None if value in choices else f"must be one of {', '.join(choices)}"
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
-    return check
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class LatePolicy(StrEnum):
+    """What an instance arriving after its series completed does."""
+
+    RERUN = "rerun"
+    IGNORE = "ignore"
+
+
+class RouteOn(StrEnum):
+    SERIES = "series"
+    STUDY = "study"
+
+
+class GraphOptimization(StrEnum):
+    DISABLE = "disable"
+    BASIC = "basic"
+    EXTENDED = "extended"
+    ALL = "all"
+
+
+class SegType(StrEnum):
+    BINARY = "binary"
+    LABELMAP = "labelmap"
+
+
+class DestinationKind(StrEnum):
+    DICOM = "dicom"
+    STOW = "stow"
+    CALLER = "caller"
 
 
 def _ae_titles(values: list[str]) -> str | None:
@@ -108,16 +149,15 @@ class NodeConfig:
             "Folder for the spool and job store; relative paths are relative to the config file."
         ),
     )
-    log_level: str = field(
-        default="INFO",
-        metadata=_doc("Log level.", _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
+    log_level: LogLevel = field(
+        default=LogLevel.INFO,
+        metadata=_doc("Log level."),
     )
-    log_format: str = field(
-        default="text",
+    log_format: LogFormat = field(
+        default=LogFormat.TEXT,
         metadata=_doc(
             "Log line format: 'text' for people, 'json' for one JSON object per line (for log "
             "collectors). Both carry the job id and series UID of the job a line is about.",
-            _one_of("text", "json"),
         ),
     )
 
@@ -264,12 +304,11 @@ class CompletionConfig:
             _positive,
         ),
     )
-    late_instance_policy: str = field(
-        default="rerun",
+    late_instance_policy: LatePolicy = field(
+        default=LatePolicy.RERUN,
         metadata=_doc(
             "What a late instance (after completion) does: 'rerun' re-opens the series and runs "
             "its models again when it completes; 'ignore' stores it and runs nothing.",
-            _one_of("rerun", "ignore"),
         ),
     )
     check_interval_seconds: float = field(
@@ -289,11 +328,10 @@ class RouteConfig:
             "Condition over DICOM attributes (see README, Routing); an empty table matches all."
         ),
     )
-    on: str = field(
-        default="series",
+    on: RouteOn = field(
+        default=RouteOn.SERIES,
         metadata=_doc(
             "When the rule is evaluated: when the 'series' completes, or when its 'study' does.",
-            _one_of("series", "study"),
         ),
     )
 
@@ -348,10 +386,9 @@ class RuntimeConfig:
         default="",
         metadata=_doc("Folder where TensorRT caches its engines; empty for no cache."),
     )
-    graph_optimization: str = field(
-        default="all",
-        metadata=_doc("ONNX Runtime graph optimisation level.",
-                      _one_of("disable", "basic", "extended", "all")),
+    graph_optimization: GraphOptimization = field(
+        default=GraphOptimization.ALL,
+        metadata=_doc("ONNX Runtime graph optimisation level."),
     )
     cpu_memory_arena: bool = field(
         default=False,
@@ -409,26 +446,51 @@ class WorkersConfig:
 
 
 @dataclass(frozen=True)
-class ResultsConfig:
-    series_number_seg: int = field(
-        default=9001, metadata=_doc("Series Number of the SEG series the node writes.",
-                                    _positive)
+class KindResultsConfig:
+    """What every output kind's ``[results.<kind>]`` table has (node.results.kinds)."""
+
+    series_number: int = field(
+        default=9000, metadata=_doc("Series Number of the kind's series.", _positive)
     )
-    series_number_sr: int = field(
-        default=9002, metadata=_doc("Series Number of the SR series the node writes.",
-                                    _positive)
+
+
+@dataclass(frozen=True)
+class SegResultsConfig(KindResultsConfig):
+    series_number: int = field(
+        default=9001, metadata=_doc("Series Number of the SEG series the node writes "
+                                    "(was `results.series_number_seg`).", _positive)
     )
-    series_description_prefix: str = field(
-        default="radnode",
-        metadata=_doc("Series descriptions start with this, then the model name."),
-    )
-    seg_type: str = field(
-        default="binary",
+    type: SegType = field(
+        default=SegType.BINARY,
         metadata=_doc(
             "'binary' (every reader) or 'labelmap' (DICOM 2024c Label Map SEG with RLE, for many "
-            "labels; fewer readers).",
-            _one_of("binary", "labelmap"),
+            "labels; fewer readers) (was `results.seg_type`).",
         ),
+    )
+
+
+@dataclass(frozen=True)
+class SrResultsConfig(KindResultsConfig):
+    series_number: int = field(
+        default=9002, metadata=_doc("Series Number of the SR series the node writes "
+                                    "(was `results.series_number_sr`).", _positive)
+    )
+
+
+# The flat [results] keys before one sub-table per output kind: still read, and mapped.
+DEPRECATED_RESULTS_KEYS = {
+    "series_number_seg": ("seg", "series_number"),
+    "series_number_sr": ("sr", "series_number"),
+    "seg_type": ("seg", "type"),
+}
+
+
+@dataclass(frozen=True)
+class ResultsConfig:
+    series_description_prefix: str = field(
+        default="radnode",
+        metadata=_doc("Series descriptions start with this, then the model name, then the "
+                      "kind (SEG, SR)."),
     )
     manufacturer: str = field(
         default="radnode", metadata=_doc("Manufacturer written into result objects.")
@@ -441,6 +503,34 @@ class ResultsConfig:
         metadata=_doc("Folder of SR templates (sr_templates/README.md); relative to the config "
                       "file."),
     )
+    seg: SegResultsConfig = field(
+        default_factory=SegResultsConfig,
+        metadata=_doc("The DICOM Segmentation (output kind `seg`)."),
+    )
+    sr: SrResultsConfig = field(
+        default_factory=SrResultsConfig,
+        metadata=_doc("The TID 1500 Comprehensive 3D SR (output kind `sr`)."),
+    )
+
+
+def _map_deprecated_results_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """``[results]`` with its old flat keys moved to their kind's sub-table (a warning each);
+    a key given both ways is an error."""
+    results = raw.get("results")
+    if not isinstance(results, dict) or not set(results) & set(DEPRECATED_RESULTS_KEYS):
+        return raw
+    results = dict(results)
+    for old, (kind, key) in DEPRECATED_RESULTS_KEYS.items():
+        if old not in results:
+            continue
+        table = results.get(kind, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"results.{kind}: must be a table")
+        if key in table:
+            raise ConfigError(f"results.{old}: set results.{kind}.{key} instead, not both")
+        log.warning("config: results.%s is deprecated; write results.%s.%s", old, kind, key)
+        results[kind] = {**table, key: results.pop(old)}
+    return {**raw, "results": results}
 
 
 @dataclass(frozen=True)
@@ -470,12 +560,11 @@ class SenderConfig:
 @dataclass(frozen=True)
 class DestinationConfig:
     name: str = field(default="", metadata=_doc("Name shown in logs, the CLI and the API."))
-    kind: str = field(
-        default="dicom",
+    kind: DestinationKind = field(
+        default=DestinationKind.DICOM,
         metadata=_doc(
             "'dicom' (C-STORE), 'stow' (DICOMweb STOW-RS) or 'caller' (C-STORE back to the "
             "peer whose AE title sent the study; see [[peers]]).",
-            _one_of("dicom", "stow", "caller"),
         ),
     )
     ae_title: str = field(default="", metadata=_doc("Called AE title (kind 'dicom')."))
@@ -596,7 +685,7 @@ def load_config(path: str | Path | None) -> Config:
 
 
 def build_config(raw: dict[str, Any], base_dir: Path) -> Config:
-    values = _build(Config, raw, "")
+    values = _build(Config, _map_deprecated_results_keys(raw), "")
     config = Config(**values, base_dir=base_dir)
     _check_cross_fields(config)
     return config
@@ -627,7 +716,7 @@ def _build(cls: type, raw: Any, prefix: str) -> dict[str, Any]:
 
 def _convert(hint: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
-    if is_dataclass(hint):
+    if isinstance(hint, type) and is_dataclass(hint):
         return hint(**_build(hint, value, key + "."))
     if origin is list:
         if not isinstance(value, list):
@@ -654,14 +743,17 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: must be a string (got {value!r})")
         return value
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        choices = [member.value for member in hint]
+        if not isinstance(value, str) or value not in choices:
+            raise ConfigError(f"{key}: must be one of {', '.join(choices)} (got {value!r})")
+        return hint(value)
     if origin in (typing.Union, types.UnionType):
         return value
     raise ConfigError(f"{key}: unsupported setting type {hint}")
 
 
 def _check_cross_fields(config: Config) -> None:
-    from node.routing.rules import RuleError, compile_condition
-
     _check_names(config.routes, "routes", "route")
     for i, route in enumerate(config.routes):
         key = f"routes[{i}]"
@@ -696,7 +788,7 @@ def _check_cross_fields(config: Config) -> None:
         )
 
 
-def _check_names(items: list[RouteConfig] | list[DestinationConfig], section: str,
+def _check_names(items: Sequence[RouteConfig | DestinationConfig], section: str,
                  what: str) -> None:
     """Every item of a [[section]] list has a name, and no two the same."""
     names: set[str] = set()
@@ -736,6 +828,18 @@ def _check_destinations(config: Config) -> None:
             raise ConfigError(f"peers[{i}].host: required")
 
 
+def _reference_row(f: Field[Any], hint: Any) -> str:
+    """One setting's row: key, type (an enum's choices), default, meaning."""
+    default = f.default_factory() if f.default_factory is not MISSING else f.default
+    type_name = getattr(hint, "__name__", str(hint))
+    if typing.get_origin(hint) is not None:
+        type_name = str(hint).replace("typing.", "")
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        type_name = " \\| ".join(f"`{member.value}`" for member in hint)
+        default = default.value
+    return f"| `{f.name}` | {type_name} | `{default!r}` | {f.metadata.get('doc', '')} |"
+
+
 def reference() -> str:
     """Markdown reference of every setting, generated from the dataclasses above."""
     lines = ["# Configuration reference", "", "Generated from `node/config.py`.", ""]
@@ -747,13 +851,17 @@ def reference() -> str:
         header = f"[[{f.name}]]" if typing.get_origin(hint) is list else f"[{f.name}]"
         lines += [f"## `{header}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         sub_hints = typing.get_type_hints(cls)
+        tables = [(f"{f.name}.{sf.name}", sub_hints[sf.name], sf.metadata.get("doc", ""))
+                  for sf in fields(cls) if is_dataclass(sub_hints[sf.name])]
         for sf in fields(cls):
-            default = sf.default_factory() if sf.default_factory is not MISSING else sf.default
-            type_name = getattr(sub_hints[sf.name], "__name__", str(sub_hints[sf.name]))
-            if typing.get_origin(sub_hints[sf.name]) is not None:
-                type_name = str(sub_hints[sf.name]).replace("typing.", "")
-            lines.append(
-                f"| `{sf.name}` | {type_name} | `{default!r}` | {sf.metadata.get('doc', '')} |"
-            )
+            if is_dataclass(sub_hints[sf.name]):
+                continue  # a sub-table: its own section below
+            lines.append(_reference_row(sf, sub_hints[sf.name]))
         lines.append("")
+        for name, table, doc in tables:
+            lines += [f"### `[{name}]`", "", doc, "", "| key | type | default | meaning |",
+                      "|---|---|---|---|"]
+            table_hints = typing.get_type_hints(table)
+            lines += [_reference_row(tf, table_hints[tf.name]) for tf in fields(table)]
+            lines.append("")
     return "\n".join(lines)

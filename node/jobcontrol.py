@@ -32,6 +32,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from node.errors import NodeError
+
 log = logging.getLogger("radnode.jobcontrol")
 
 MONITOR_INTERVAL_S = 0.25  # how often deadlines and memory are checked
@@ -64,7 +66,7 @@ def memory_reason(budget_mb: int, rss_mb: float) -> StopReason:
                                        f"(process at {rss_mb:.0f} MB)")
 
 
-class JobStoppedError(Exception):
+class JobStoppedError(NodeError):
     """The running job was stopped; ``reason`` says why (and whether it is the job's fault)."""
 
     def __init__(self, reason: StopReason) -> None:
@@ -317,7 +319,7 @@ def register_canceller(store: object, cancel: Callable[[int], bool]) -> None:
     """The workers of ``store`` in this process cancel its jobs (running ones included);
     ``cancel`` is a bound method (of the workers)."""
     with _cancellers_lock:
-        _cancellers[store] = weakref.WeakMethod(cancel)  # type: ignore[arg-type]
+        _cancellers[store] = weakref.WeakMethod(cancel)
 
 
 def unregister_canceller(store: object) -> None:

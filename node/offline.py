@@ -25,6 +25,7 @@ from node.inference.runtime import SessionRegistry
 from node.pipeline import STAGES, PipelineResult, run_pipeline
 from node.results.errors import ResultsError
 from node.results.objects import ResultSettings
+from node.results.templates import template_check
 
 
 def run_offline(config: Config, source: Path, model: str, out: Path, force: bool = False,
@@ -33,7 +34,7 @@ def run_offline(config: Config, source: Path, model: str, out: Path, force: bool
     if not (folder / "model.toml").is_file():
         print(f"radnode: no model {model!r} in {folder.parent}", file=sys.stderr)
         return 2
-    problems = check_model(folder, config.path(config.results.sr_templates_dir))
+    problems = check_model(folder, template_check(config.path(config.results.sr_templates_dir)))
     if problems:
         for problem in problems:
             print(f"radnode: invalid model: {problem}", file=sys.stderr)

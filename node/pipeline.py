@@ -40,12 +40,12 @@ from node.measure import (
     measure_region,
     parse_requests,
 )
+from node.results.kinds import result_kinds
 from node.results.objects import ResultSettings, write_result_objects
 
 Progress = Callable[[str, str], None]  # (stage, message)
 
 STAGES = ("load", "preprocess", "inference", "postprocess", "measure", "write")
-DICOM_RESULTS = ("seg", "sr")  # keys of PipelineResult.files that are DICOM objects to send
 
 
 @dataclass
@@ -60,6 +60,11 @@ class PipelineResult:
     timings: dict[str, float] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     totals: dict[str, RegionMeasurements] = field(default_factory=dict)
+
+    def dicom_files(self) -> list[Path]:
+        """The files that are DICOM result objects to send: one per registered output kind
+        (node.results.kinds) that the run wrote, in the kinds' order."""
+        return [self.files[kind] for kind in result_kinds() if kind in self.files]
 
     def summary(self) -> dict[str, Any]:
         """What a job records and ``radnode run`` prints: JSON-ready, no voxels."""
@@ -102,7 +107,8 @@ def run_pipeline(
 ) -> PipelineResult:
     """Run ``package`` on a series (file paths) or a loaded volume; write results to ``out_dir``.
 
-    With ``results`` and a DICOM source, the SEG and TID 1500 SR are written too.
+    With ``results`` and a DICOM source, the result objects are written too: every registered
+    output kind the job wants (the SEG and TID 1500 SR today; node.results.kinds).
     Raises :class:`node.imaging.errors.VolumeError` when the series cannot make a trustworthy
     volume, and :class:`node.results.ResultsError` when its results cannot be DICOM objects;
     the reasons name the problem, never the patient.

@@ -15,19 +15,22 @@ import time
 
 from node.completion import CompletionScheduler
 from node.config import Config
+from node.errors import StartupError
 from node.http import HttpServer
+from node.http.api import Node
 from node.inference.check import check_models
 from node.inference.manifest import ModelPackage, load_packages
 from node.inference.runtime import SessionRegistry
 from node.jobcontrol import memory_budget_mb
-from node.pipeline import DICOM_RESULTS, PipelineResult
+from node.pipeline import PipelineResult
 from node.receiver.recovery import recover_spool
 from node.receiver.scp import StorageSCP
 from node.receiver.spool import Spool
 from node.results.objects import ResultSettings
+from node.results.templates import template_check
 from node.routing.router import Router
 from node.sender import Sender, outbox_rows
-from node.store.jobstore import JobRow, JobStore, store_path
+from node.store import JobRow, JobStore, open_store
 from node.worker import OutboxItems, Workers
 
 log = logging.getLogger("radnode.service")
@@ -36,15 +39,11 @@ SHUTDOWN_TIMEOUT_S = 15.0  # SIGTERM to exit, at most
 WORKERS_STOP_S = 10.0  # of which the workers' stopped jobs may take this much
 
 
-class StartupError(RuntimeError):
-    """The node must not start; the message says why (an invalid model, a missing one...)."""
-
-
 def load_models(config: Config) -> dict[str, ModelPackage]:
     """Every model package, checked against its ONNX graph; routed models must exist."""
     models_dir = config.path(config.workers.models_dir)
     templates = config.path(config.results.sr_templates_dir)
-    problems = check_models(models_dir, templates) if models_dir.is_dir() else []
+    problems = check_models(models_dir, template_check(templates)) if models_dir.is_dir() else []
     if problems:
         raise StartupError("invalid model packages:\n  " + "\n  ".join(map(str, problems)))
     packages = load_packages(models_dir) if models_dir.is_dir() else {}
@@ -63,7 +62,7 @@ class Service:
         self.packages = load_models(config)
         data = config.data_dir
         data.mkdir(parents=True, exist_ok=True)
-        self.store = JobStore(store_path(data))
+        self.store: JobStore = open_store(config)
         self.spool = Spool(data / "spool", fsync=config.storage.fsync)
         self.router = Router(
             config.routes, {name: p.manifest.accepts for name, p in self.packages.items()}
@@ -83,8 +82,25 @@ class Service:
             on_jobs=self.workers.wake,
         )
         self.scp = StorageSCP(config, self.store, self.spool)
-        self.http = HttpServer.for_service(self)
+        self.http = HttpServer(config.http, self._http_node())
         self._stopped = threading.Event()
+
+    def _http_node(self) -> Node:
+        """What the HTTP interface reads: the store, spool, listener, models and threads."""
+
+        def listener_port() -> int | None:
+            try:
+                return self.scp.port
+            except RuntimeError:
+                return None
+
+        return Node(
+            store=self.store, spool_root=self.spool.root, packages=self.packages,
+            registry=self.registry, listener_port=listener_port,
+            free_bytes=self.spool.free_bytes, wake_workers=self.workers.wake,
+            wake_sender=self.sender.wake, ae_title=self.config.node.ae_title,
+            started_at=time.time(),
+        )
 
     def _result_settings(self, job: JobRow) -> ResultSettings:
         """A job's objects carry its creation time, so re-running it rewrites them exactly."""
@@ -98,16 +114,17 @@ class Service:
 
     def _outbox_rows(self, job: JobRow, result: PipelineResult) -> OutboxItems:
         """Every DICOM result of a job, to every configured destination."""
-        files = [path for kind, path in result.files.items() if kind in DICOM_RESULTS]
+        files = result.dicom_files()
         names = [d.name for d in self.config.destinations]
         return outbox_rows(names, files, self.config.data_dir)
 
     def start(self) -> None:
         self.http.start()  # first: /health answers while recovery and models load
         recover_spool(self.spool, self.store, self.config.completion.late_instance_policy)
-        requeued, failed = self.store.recover_jobs(self.config.workers.max_attempts)
-        if requeued or failed:
-            log.info("recovery: %d interrupted jobs queued again, %d failed", requeued, failed)
+        recovered = self.store.recover_jobs(self.config.workers.max_attempts)
+        if recovered.requeued or recovered.failed:
+            log.info("recovery: %d interrupted jobs queued again, %d failed",
+                     recovered.requeued, recovered.failed)
         for package in self.packages.values():  # sessions once, at start: one log line each
             for stage in package.manifest.stages:
                 self.registry.get(package, stage)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from node import __version__
 from node.imaging.volume import Volume
@@ -185,7 +185,7 @@ def write_volume_series(
     geometry = SeriesGeometry(
         rows=j, columns=i, slices=k, pixel_spacing=(volume.spacing[1], volume.spacing[0]),
         slice_spacing=volume.spacing[2], origin=(origin[0], origin[1], origin[2]),
-        orientation=(*d[:, 0], *d[:, 1]),  # type: ignore[arg-type]
+        orientation=(*d[:, 0], *d[:, 1]),
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,10 +216,10 @@ def write_volume_series(
 def _slice_dataset(geometry: SeriesGeometry, k: int, sop_class: str, modality: str) -> FileDataset:
     sop_uid = generate_uid()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)  # made in memory
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
     ds.Modality = modality

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from node.imaging.errors import VolumeError
+from node.errors import NodeError
 from node.imaging.series import DEFAULT_MAX_VOXELS
 from node.inference.manifest import ModelPackage
 from node.inference.preprocess import DEFAULT_MAX_GRID_VOXELS
@@ -39,14 +39,13 @@ from node.jobcontrol import (
 )
 from node.log import job_context
 from node.pipeline import PipelineResult, run_pipeline
-from node.results.errors import ResultsError
 from node.results.objects import ResultSettings
-from node.store.jobstore import JobRow, JobState, JobStore
+from node.store import JobRow, JobState, JobStore, NewOutboxItem
 
 log = logging.getLogger("radnode.worker")
 
-# What a finished job hands to the sender: (destination, path, SOP instance, SOP class).
-OutboxItems = list[tuple[str, str, str, str]]
+# What a finished job hands to the sender: each result object, to each destination.
+OutboxItems = list[NewOutboxItem]
 ResultHook = Callable[[JobRow, PipelineResult], OutboxItems]
 
 DEFAULT_JOB_TIMEOUT_S = 1800.0  # workers.job_timeout_s: ~36x the slowest model job measured
@@ -54,7 +53,7 @@ STOP_TIMEOUT_S = 10.0  # how long Workers.stop waits for stopped jobs before giv
 CANCEL_WAIT_S = 5.0  # how long Workers.cancel waits for a running job to end
 
 
-class JobFailedError(Exception):
+class JobFailedError(NodeError):
     """A job that cannot succeed; the message is recorded as its reason (no patient data)."""
 
 
@@ -128,7 +127,7 @@ class Workers:
             stop = exc.reason if isinstance(exc, JobStoppedError) else control.reason
             if stop is not None:
                 self._record_stop(job, control, stop)
-            elif isinstance(exc, (JobFailedError, VolumeError, ResultsError)):
+            elif isinstance(exc, NodeError):  # the node's own: the message is the reason
                 reason = str(exc)
                 log.warning("job %d failed: %s", job.id, reason)
                 self.store.finish_job(job.id, JobState.FAILED, error=reason)

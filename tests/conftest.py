@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
+from support.tools import REPO
 
 
 def _shared_data_dir() -> Path:
@@ -24,23 +22,10 @@ def shared_data() -> Path:
     return path
 
 
-def dcmtk(name: str) -> str:
-    """A DCMTK tool by name: /usr/bin first, since pynetdicom installs same-named scripts."""
-    for candidate in (f"/usr/bin/{name}", shutil.which(name)):
-        if candidate and Path(candidate).is_file():
-            with open(candidate, "rb") as f:
-                if f.read(2) != b"#!":  # a Python entry-point script, not DCMTK
-                    return candidate
-    if os.environ.get("CI"):
-        pytest.fail(f"DCMTK {name} is not installed; .ci/run installs dcmtk")
-    pytest.skip(f"DCMTK {name} is not installed (apt-get install dcmtk)")
-    raise AssertionError
-
-
 @pytest.fixture
 def node_factory(tmp_path: Path):
     """Start real node processes; all are stopped at the end of the test."""
-    from nodeharness import NodeProcess
+    from support.node_process import NodeProcess
 
     started: list[NodeProcess] = []
 

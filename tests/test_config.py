@@ -62,12 +62,35 @@ def test_every_setting_has_a_default() -> None:
          "destinations[0].url: kind 'stow' needs"),
         ({"runtime": {"providers": ["ROCmExecutionProvider"]}},
          "runtime.providers: 'ROCmExecutionProvider' is not one of"),
+        ({"results": {"seg": {"type": "fractional"}}},
+         "results.seg.type: must be one of binary, labelmap"),
+        ({"results": {"sr": {"series_number": 0}}}, "results.sr.series_number: must be greater"),
+        ({"results": {"kos": {}}}, "results.kos: unknown key"),
+        ({"results": {"seg_type": "labelmap", "seg": {"type": "binary"}}},
+         "results.seg_type: set results.seg.type instead, not both"),
     ],
 )
 def test_bad_settings_name_their_key(raw: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         build_config(raw, Path("."))
     assert str(info.value).startswith(message), str(info.value)
+
+
+def test_results_have_one_table_per_output_kind() -> None:
+    config = load_config(REPO / "config.toml")
+    assert (config.results.seg.series_number, config.results.seg.type) == (9001, "binary")
+    assert config.results.sr.series_number == 9002
+    assert config.results == build_config({}, Path(".")).results
+
+
+def test_the_old_flat_results_keys_still_work(caplog: pytest.LogCaptureFixture) -> None:
+    old = build_config({"results": {"series_number_seg": 11, "series_number_sr": 12,
+                                    "seg_type": "labelmap", "manufacturer": "X"}}, Path("."))
+    new = build_config({"results": {"seg": {"series_number": 11, "type": "labelmap"},
+                                    "sr": {"series_number": 12}, "manufacturer": "X"}},
+                       Path("."))
+    assert old.results == new.results
+    assert "results.seg_type is deprecated; write results.seg.type" in caplog.text
 
 
 def test_serve_refuses_to_start_with_a_bad_config(tmp_path: Path) -> None:
@@ -91,6 +114,8 @@ def test_reference_documents_every_section() -> None:
     for heading in ("[node]", "[storage]", "[access]", "[tls]", "[completion]", "[[routes]]"):
         assert f"`{heading}`" in text
     assert "| `min_free_mb` | int | `1024` |" in text
+    assert "### `[results.seg]`" in text and "### `[results.sr]`" in text
+    assert "| `type` | `binary` \\| `labelmap` | `'binary'` |" in text
 
 
 def test_configuration_doc_is_generated_from_the_schema() -> None:

@@ -19,6 +19,7 @@ from node.commands.mapping import (
     parse_map_file,
     parse_map_specs,
 )
+from node.errors import NodeError
 from node.imaging.errors import VolumeError
 from node.imaging.inputs import KNOWN_FILES, image_format, is_dicom_file, load_image_file
 from node.imaging.volume import Volume
@@ -40,7 +41,7 @@ __all__ = ["EvaluateError", "Evaluation", "LabelImage", "evaluate_command", "eva
            "format_table", "load_label_image"]
 
 
-class EvaluateError(Exception):
+class EvaluateError(NodeError):
     """An input the command cannot evaluate; the message is the one line printed."""
 
 

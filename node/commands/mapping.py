@@ -16,12 +16,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from node.errors import NodeError
+
 __all__ = ["LabelMap", "MappingError", "parse_label_list", "parse_map_file", "parse_map_specs"]
 
 _ENTRY = re.compile(r"\s*(-?\d+)\s*=\s*(-?\d+(?:\s*,\s*-?\d+)*)\s*(?::\s*(.*?)\s*)?")
 
 
-class MappingError(ValueError):
+class MappingError(NodeError, ValueError):
     """A --map, --map-file or --labels the command cannot use."""
 
 

@@ -7,14 +7,14 @@ import json
 import time
 from pathlib import Path
 
-from node.store.jobstore import JobRow, JobStore, OutboxItem, store_path
+from node.store import JobRow, JobState, JobStore, OutboxItem, OutboxState, store_path
+from node.store import open_store as _open
 
 
 def open_store(data_dir: Path) -> JobStore:
-    path = store_path(data_dir)
-    if not path.is_file():
-        raise FileNotFoundError(f"no job store at {path}: has the node run with this config?")
-    return JobStore(path)
+    """The store of a node that has run (FileNotFoundError otherwise: a reader never makes an
+    empty one)."""
+    return _open(store_path(data_dir), create=False)
 
 
 def _ago(ts: float | None) -> str:
@@ -58,8 +58,8 @@ def status_report(store: JobStore, recent: int = 10) -> str:
         f"recent jobs (newest first, {recent} at most):",
     ]
     lines += ["  " + job_line(j) for j in store.jobs(limit=recent)] or ["  none"]
-    failed = store.jobs(state="failed", limit=recent)
-    dead = store.outbox_items(state="dead", limit=recent)
+    failed = store.jobs(state=JobState.FAILED, limit=recent)
+    dead = store.outbox_items(state=OutboxState.DEAD, limit=recent)
     lines += ["", "failures:"]
     lines += ["  job " + job_line(j).strip() for j in failed]
     lines += ["  dead letter " + outbox_line(i).strip() for i in dead]

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from node.errors import NodeError
 from node.http.preview import COUNT as PREVIEW_COUNT
 from node.http.preview import has_previews
 from node.inference.manifest import ModelPackage
-from node.store.jobstore import JobRow, JobState, JobStore, OutboxItem, OutboxState
+from node.store import JobRow, JobState, JobStore, OutboxItem, OutboxState
 
 if TYPE_CHECKING:
     from node.inference.runtime import SessionRegistry
@@ -26,7 +27,7 @@ FINISHED = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
-class ApiError(Exception):
+class ApiError(NodeError):
     """A request the API refuses; ``status`` is the HTTP status."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -109,7 +110,7 @@ def parse_state(query: Mapping[str, list[str]], states: tuple[str, ...]) -> str 
 
 def list_jobs(node: Node, query: Mapping[str, list[str]]) -> dict[str, Any]:
     state = parse_state(query, JOB_STATES)
-    jobs = node.store.jobs(state=state, limit=parse_limit(query))
+    jobs = node.store.jobs(state=JobState(state) if state else None, limit=parse_limit(query))
     return {"jobs": [job_brief(j) for j in jobs], "count": len(jobs)}
 
 
@@ -198,7 +199,8 @@ def outbox_json(item: OutboxItem) -> dict[str, Any]:
 
 
 def list_outbox(node: Node, query: Mapping[str, list[str]]) -> dict[str, Any]:
-    items = node.store.outbox_items(state=parse_state(query, OUTBOX_STATES),
+    state = parse_state(query, OUTBOX_STATES)
+    items = node.store.outbox_items(state=OutboxState(state) if state else None,
                                     limit=parse_limit(query))
     return {"items": [outbox_json(i) for i in items], "count": len(items)}
 
@@ -207,11 +209,10 @@ def retry_outbox(node: Node, item_id: int) -> dict[str, Any]:
     if node.store.retry_dead(item_id):
         node.wake_sender()
         return {"retried": 1, "id": item_id}
-    # Not retried: unknown, or not a dead letter (the store has no lookup by id).
-    for item in node.store.outbox_items(limit=1_000_000):
-        if item.id == item_id:
-            raise ApiError(409, f"outbox item {item_id} is {item.state}; only dead letters are "
-                                "retried")
+    item = node.store.outbox_item(item_id)  # not retried: unknown, or not a dead letter
+    if item is not None:
+        raise ApiError(409, f"outbox item {item_id} is {item.state}; only dead letters are "
+                            "retried")
     raise ApiError(404, f"no outbox item {item_id}")
 
 

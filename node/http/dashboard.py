@@ -15,6 +15,7 @@ from typing import Any
 from node import __version__
 from node.http import api
 from node.pipeline import STAGES
+from node.store import JobState
 
 RECENT_JOBS = 25
 PREVIEW_JOBS = 4
@@ -222,7 +223,7 @@ def _region_caption(name: str, region: dict[str, Any]) -> str:
 def _previews(node: api.Node, models: list[dict[str, Any]]) -> str:
     labels_by_model = {m["name"]: m["labels"] for m in models}
     figures = []
-    for job in node.store.jobs(state="done", limit=PREVIEW_JOBS * 4):
+    for job in node.store.jobs(state=JobState.DONE, limit=PREVIEW_JOBS * 4):
         data = api.job_json(job)
         if not data["previews"]:
             continue

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from PIL import Image
 
-from node.http.png import encode_png
 from node.imaging.series import load_series
 from node.inference.manifest import Manifest
-from node.store.jobstore import JobRow
+from node.store import JobRow
 
 COUNT = 3
 FILL_ALPHA = 0.4
@@ -98,7 +98,7 @@ def _render_all(labels: Path, folder: Path, source_paths: list[Path],
     folder.mkdir(parents=True, exist_ok=True)
     for n, image in enumerate(images):
         tmp = folder / f".{n}.png.tmp"
-        tmp.write_bytes(encode_png(image))
+        Image.fromarray(image).save(tmp, format="PNG")  # RGB, 8 bits per channel
         os.replace(tmp, folder / f"{n}.png")
 
 

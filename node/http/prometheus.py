@@ -46,7 +46,8 @@ class _Writer:
         self.lines.append(f"# HELP {name} {help_text}")
         self.lines.append(f"# TYPE {name} {kind}")
 
-    def sample(self, name: str, value: float, labels: Mapping[str, str] | Iterable = ()) -> None:
+    def sample(self, name: str, value: float,
+               labels: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
         self.lines.append(f"{name}{_labels(labels)} {_number(value)}")
 
     def text(self) -> str:
@@ -78,10 +79,11 @@ def render_metrics(node: Node) -> str:
     store = node.store
     w.family("radnode_instances_stored", "gauge", "Instances recorded in the job store.")
     w.sample("radnode_instances_stored", store.count_instances())
-    series = store.all_series()
+    all_series = store.all_series()
     w.family("radnode_series", "gauge", "Series in the job store, by state.")
     for state in ("receiving", "complete"):
-        w.sample("radnode_series", sum(1 for s in series if s.state == state), {"state": state})
+        w.sample("radnode_series", sum(1 for s in all_series if s.state == state),
+                 {"state": state})
 
     jobs = store.jobs(limit=HISTOGRAM_JOBS)
     by_state_model: dict[tuple[str, str], int] = {}

@@ -25,25 +25,23 @@ from http import HTTPStatus
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from node.config import HttpConfig
+from node.errors import StartupError
 from node.http import api
 from node.http.connections import Connection, ConnectionPool
 from node.http.dashboard import render_dashboard
 from node.http.preview import PreviewError, preview_png
 from node.http.prometheus import CONTENT_TYPE as METRICS_TYPE
 from node.http.prometheus import render_metrics
-
-if TYPE_CHECKING:
-    from node.service import Service
+from node.store import MAX_ID
 
 log = logging.getLogger("radnode.http")
 
 COOKIE = "radnode_token"
 OPEN_PATHS = ("/health", "/ready")
-SQLITE_MAX_INT = 2**63 - 1  # ids past it cannot be in the store (and would make SQLite raise)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: a method, a header name
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # not allowed in a header value
 
@@ -60,9 +58,9 @@ class _Request:
         self.match = match
 
     def id_arg(self, name: str, what: str) -> int:
-        """A decimal id from the path; one no SQLite row can have is 404, not an overflow."""
+        """A decimal id from the path; one no store row can have is 404, not an overflow."""
         raw = self.match.group(name)
-        if len(raw) > 19 or int(raw) > SQLITE_MAX_INT:
+        if len(raw) > 19 or int(raw) > MAX_ID:
             shown = raw if len(raw) <= 24 else raw[:20] + "..."
             raise api.ApiError(404, f"no {what} {shown}")
         return int(raw)
@@ -111,25 +109,6 @@ class HttpServer:
              lambda r: _json(200, api.retry_all_outbox(self.node))),
         ]
 
-    @classmethod
-    def for_service(cls, service: Service) -> HttpServer:
-        """The interface of a Service (its store, spool, listener, models and threads)."""
-
-        def listener_port() -> int | None:
-            try:
-                return service.scp.port
-            except RuntimeError:
-                return None
-
-        node = api.Node(
-            store=service.store, spool_root=service.spool.root, packages=service.packages,
-            registry=service.registry, listener_port=listener_port,
-            free_bytes=service.spool.free_bytes, wake_workers=service.workers.wake,
-            wake_sender=service.sender.wake, ae_title=service.config.node.ae_title,
-            started_at=time.time(),
-        )
-        return cls(service.config.http, node)
-
     @property
     def port(self) -> int:
         if self._pool is None:
@@ -147,8 +126,6 @@ class HttpServer:
             listener = socket.create_server((host, port), family=family,
                                             backlog=min(self.settings.max_connections, 1024))
         except OSError as exc:
-            from node.service import StartupError
-
             raise StartupError(f"http: cannot listen on {host}:{port}: {exc.strerror or exc}"
                                " (set http.port, or http.enabled = false)") from None
         s = self.settings
@@ -280,7 +257,8 @@ def _handler_class(server: HttpServer) -> Callable[[Connection, bytes], Any]:
         sys_version = ""
         protocol_version = "HTTP/1.1"
         default_request_version = "HTTP/1.1"  # so even a refusal has a status line
-        wfile: io.BytesIO  # type: ignore[assignment]
+        wfile: io.BytesIO
+        raw_requestline: bytes  # set by handle_one_request (typeshed omits it)
 
         def __init__(self, conn: Connection, request: bytes) -> None:  # no socket I/O here
             self.request = conn.sock

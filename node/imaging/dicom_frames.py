@@ -278,7 +278,7 @@ def _tag(keyword: str) -> int:
 def values(ds: Dataset | None, keyword: str) -> list[str] | None:
     """A text attribute's values as strings (None when absent, [] when empty)."""
     found = _element(ds, keyword)
-    if found is None:
+    if ds is None or found is None:
         return None
     tag, elem, raw_vr = found
     if raw_vr in _TEXT_VRS:
@@ -295,7 +295,7 @@ def values(ds: Dataset | None, keyword: str) -> list[str] | None:
 def integer(ds: Dataset | None, keyword: str) -> int | None:
     """An integer attribute (US or IS), None when absent or not a number."""
     element = _element(ds, keyword)
-    if element is None:
+    if ds is None or element is None:
         return None
     tag, elem, raw_vr = element
     if raw_vr == "US" and len(elem.value) == 2:
@@ -303,7 +303,7 @@ def integer(ds: Dataset | None, keyword: str) -> int | None:
     found = values(ds, keyword) if (elem.VR or dictionary_VR(tag)) in _TEXT_VRS else None
     value = found[0] if found else _converted(ds, tag, keyword)
     try:
-        return int(value)  # type: ignore[arg-type]
+        return int(value)
     except (TypeError, ValueError):
         return None
 
@@ -322,7 +322,7 @@ def _element(ds: Dataset | None, keyword: str) -> tuple[int, Any, str | None] | 
     return tag, elem, None
 
 
-def _converted(ds: Dataset, tag: int, keyword: str) -> object:
+def _converted(ds: Dataset, tag: int, keyword: str) -> Any:
     """An element's value; a value that does not fit its VR is refused by name (pydicom's
     message would quote the raw bytes, which may be patient data)."""
     try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from node.errors import NodeError
 
-class VolumeError(Exception):
+
+class VolumeError(NodeError):
     """A series (or file) that cannot become a :class:`~node.imaging.volume.Volume`.
 
     ``reason`` is a short, human-readable sentence for job records, the API and the CLI. It never

@@ -45,7 +45,8 @@ def load_mgh(path: str | Path, *, modality: str = "",
         array = array[..., 0]
     if array.ndim != 3:
         raise VolumeError(f"the MGH file holds a {array.ndim}D image, not a volume")
-    volume = volume_from_ras(array, affine, spacing=zooms, modality=modality)
+    volume = volume_from_ras(array, affine, spacing=(zooms[0], zooms[1], zooms[2]),
+                             modality=modality)
     if dtype is not None and volume.array.dtype != dtype:
         volume.array = volume.array.astype(dtype)
     return volume

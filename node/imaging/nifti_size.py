@@ -1,9 +1,10 @@
 """Is a NIfTI file whole? SimpleITK (ITK's NIfTI reader) fills a truncated file with zeros
 instead of failing, so the node checks the size the header promises before trusting the voxels.
 
-Only the header is parsed (NIfTI-1 and NIfTI-2, either byte order). For gzip files the trailer
-(uncompressed size mod 2**32) answers at once; when it disagrees (a truncated file, or a
-multi-member gzip) the stream is decompressed once to count its bytes.
+Only the header is read (NIfTI-1 and NIfTI-2, either byte order), through nibabel's header
+classes. For gzip files the trailer (uncompressed size mod 2**32) answers at once; when it
+disagrees (a truncated file, or a multi-member gzip) the stream is decompressed once to count its
+bytes.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import struct
 import zlib
 from pathlib import Path
 
+import nibabel as nib
+
 from node.imaging.errors import VolumeError
 
-_NIFTI1, _NIFTI2 = 348, 540
+_HEADERS = (nib.Nifti1Header, nib.Nifti2Header)
+_NIFTI2 = nib.Nifti2Header.template_dtype.itemsize  # 540 bytes, the larger header
 _CHUNK = 1 << 22
 
 __all__ = ["check_nifti_complete"]
@@ -54,20 +58,15 @@ def check_nifti_complete(path: str | Path) -> None:
 
 def _expected_bytes(header: bytes) -> int | None:
     """vox_offset + voxel bytes from a NIfTI-1/2 header, or None if it is not one."""
-    if len(header) < 4:
-        return None
-    for order in "<>":
-        size = struct.unpack(order + "i", header[:4])[0]
-        if size == _NIFTI1 and len(header) >= _NIFTI1:
-            dims = struct.unpack(order + "8h", header[40:56])
-            bitpix = struct.unpack(order + "h", header[72:74])[0]
-            offset = int(struct.unpack(order + "f", header[108:112])[0])
-            return _total(dims, bitpix, max(offset, _NIFTI1))
-        if size == _NIFTI2 and len(header) >= _NIFTI2:
-            bitpix = struct.unpack(order + "h", header[14:16])[0]
-            dims = struct.unpack(order + "8q", header[16:80])
-            offset = struct.unpack(order + "q", header[168:176])[0]
-            return _total(dims, bitpix, max(offset, _NIFTI2))
+    for kind in _HEADERS:
+        size = kind.template_dtype.itemsize  # the header's own length, in its sizeof_hdr
+        if len(header) < size:
+            continue
+        for order in "<>":
+            fields = kind(header[:size], endianness=order, check=False)
+            if int(fields["sizeof_hdr"]) == size:
+                return _total(tuple(int(n) for n in fields["dim"]), int(fields["bitpix"]),
+                              max(int(fields["vox_offset"]), size))
     return None
 
 

@@ -29,7 +29,9 @@ from node.imaging.codestream import declared_size
 from node.imaging.dicom_frames import PIXEL_DATA, DicomObject, Frame, integer, values
 from node.imaging.errors import VolumeError
 
-_NATIVE = {ImplicitVRLittleEndian: "<", ExplicitVRLittleEndian: "<", ExplicitVRBigEndian: ">"}
+_NATIVE: dict[str, str] = {
+    ImplicitVRLittleEndian: "<", ExplicitVRLittleEndian: "<", ExplicitVRBigEndian: ">",
+}
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
@@ -41,15 +43,15 @@ def fill(out: np.ndarray, obj: DicomObject, placed: Sequence[tuple[int, Frame]])
     signed = integer(ds, "PixelRepresentation") == 1
     monochrome1 = (values(ds, "PhotometricInterpretation") or [""])[0].upper() == "MONOCHROME1"
     raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
-    fast = (
+    native = raw if (
         obj.transfer_syntax in _NATIVE
         and bits_allocated in (8, 16, 32)
         and isinstance(raw, RawDataElement)
         and raw.length != _UNDEFINED_LENGTH
-    )
+    ) else None
     try:
-        if fast:
-            _fill_native(out, obj, raw, placed, bits_allocated, bits_stored, signed)
+        if native is not None:
+            _fill_native(out, obj, native, placed, bits_allocated, bits_stored, signed)
         else:
             _fill_decoded(out, obj, placed)
     except VolumeError:
@@ -77,7 +79,7 @@ def _fill_native(out: np.ndarray, obj: DicomObject, raw: RawDataElement,
     if raw.length < needed:
         raise VolumeError(f"pixel data is short: {raw.length} bytes where {needed} are needed")
     buffer = np.empty((rows, columns), dtype=dtype)
-    view = memoryview(buffer).cast("B")
+    view = buffer.data.cast("B")
     if raw.value is not None:  # small enough that the header read kept it
         data = np.frombuffer(raw.value, dtype=dtype)
         for k, frame in placed:
@@ -87,7 +89,7 @@ def _fill_native(out: np.ndarray, obj: DicomObject, raw: RawDataElement,
         return
     with open(obj.path, "rb", buffering=0) as fh:
         for k, frame in placed:
-            fh.seek(raw.value_tell + frame.frame_index * frame_bytes)  # type: ignore[operator]
+            fh.seek(raw.value_tell + frame.frame_index * frame_bytes)
             if fh.readinto(view) != frame_bytes:
                 raise VolumeError("pixel data is truncated")
             _store(out[k], buffer, bits_allocated, bits_stored, signed)

@@ -95,7 +95,7 @@ def reorient(volume: Volume, code: str) -> Volume:
     )
     return Volume(
         array=array,
-        spacing=tuple(volume.spacing[best[t]] for t in range(3)),
+        spacing=(volume.spacing[best[0]], volume.spacing[best[1]], volume.spacing[best[2]]),
         origin=tuple(volume.index_to_patient(source_index)),
         direction=direction,
         modality=volume.modality,
@@ -106,7 +106,7 @@ def reorient(volume: Volume, code: str) -> Volume:
 
 def resample(
     volume: Volume,
-    spacing: Sequence[float] | None = None,
+    spacing: Sequence[float | None] | None = None,
     direction: np.ndarray | str | None = None,
     size: Sequence[int] | None = None,
     interpolation: Interpolation = "linear",
@@ -141,7 +141,7 @@ def resampled_grid(volume: Volume, spacing: Sequence[float | None] | None = None
     if spacing is None:
         spacing = [None, None, None]
     new_spacing = np.array(
-        [volume.spacing[a] if spacing[a] is None else float(spacing[a]) for a in range(3)]
+        [volume.spacing[a] if (s := spacing[a]) is None else float(s) for a in range(3)]
     )
     if size is None:
         new_size = np.maximum(1, np.rint(extent / new_spacing - 1e-6)).astype(int)
@@ -215,7 +215,7 @@ def conform_grid(volume: Volume, size: Sequence[int], spacing: Sequence[float], 
     centre = volume.index_to_patient(np.asarray(volume.shape_ijk, dtype=np.float64) / 2)
     half = np.asarray(size, dtype=np.float64) / 2 * np.asarray(spacing, dtype=np.float64)
     origin = centre - direction @ half
-    return Volume(array=np.zeros((1, 1, 1), np.uint8), spacing=tuple(spacing),
+    return Volume(array=np.zeros((1, 1, 1), np.uint8), spacing=(spacing[0], spacing[1], spacing[2]),
                   origin=tuple(origin), direction=direction)
 
 

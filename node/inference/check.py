@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,10 @@ _ORT_TYPES = {
     "tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64",
 }
 
+# What a layer above finds wrong in a manifest, one message each (the SR template's check:
+# node.results.templates.template_check).
+ReportCheck = Callable[[Manifest], list[str]]
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -26,9 +31,10 @@ class Problem:
 
 
 def check_models(models_dir: str | Path,
-                 templates_dir: str | Path | None = None) -> list[Problem]:
+                 report_check: ReportCheck | None = None) -> list[Problem]:
     """Problems with every model folder under ``models_dir`` (an empty list: all good); with
-    ``templates_dir``, each model's SR template is checked against its manifest too."""
+    ``report_check``, each model's report (its SR template) is checked against its manifest
+    too."""
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         return [Problem(str(models_dir), "models folder does not exist")]
@@ -38,11 +44,11 @@ def check_models(models_dir: str | Path,
             if (folder / "model.onnx").is_file():
                 problems.append(Problem(folder.name, "model.onnx without a model.toml"))
             continue
-        problems.extend(check_model(folder, templates_dir))
+        problems.extend(check_model(folder, report_check))
     return problems
 
 
-def check_model(folder: str | Path, templates_dir: str | Path | None = None) -> list[Problem]:
+def check_model(folder: str | Path, report_check: ReportCheck | None = None) -> list[Problem]:
     folder = Path(folder)
     try:
         manifest = load_manifest(folder / "model.toml")
@@ -55,7 +61,7 @@ def check_model(folder: str | Path, templates_dir: str | Path | None = None) -> 
 
     if manifest.name != folder.name:
         problem(f"name {manifest.name!r} differs from the folder name {folder.name!r}")
-    for message in _report_problems(manifest, templates_dir):
+    for message in _report_problems(manifest, report_check):
         problem(message)
     if manifest.after and not (folder.parent / manifest.after / "model.toml").is_file():
         problem(f"after: no model package {manifest.after!r} beside this one")
@@ -82,26 +88,18 @@ def check_model(folder: str | Path, templates_dir: str | Path | None = None) -> 
     return out
 
 
-def _report_problems(manifest: Manifest, templates_dir: str | Path | None) -> list[str]:
+def _report_problems(manifest: Manifest, report_check: ReportCheck | None) -> list[str]:
     """The declared measurements, and the SR template that reports them."""
     from node.measure import declared_requests
-    from node.results.errors import TemplateError
-    from node.results.templates import load_template
 
     try:
         declared_requests(manifest.measurements)
     except ValueError as exc:
         return [f"measurements: {exc}"]
-    if templates_dir is None:
-        return []
-    try:
-        template = load_template(manifest.sr_template, templates_dir)
-    except TemplateError as exc:
-        return [f"sr_template: {exc}"]
-    return [f"sr_template {manifest.sr_template!r}: {p}" for p in template.check_manifest(manifest)]
+    return report_check(manifest) if report_check is not None else []
 
 
-def graph_problems(manifest: Manifest, inputs: list, outputs: list,
+def graph_problems(manifest: Manifest, inputs: list[ort.NodeArg], outputs: list[ort.NodeArg],
                    stage: Stage | None = None) -> list[str]:
     """What the ONNX inputs/outputs (onnxruntime NodeArg lists) of ``stage`` (default: the last)
     contradict in the manifest."""
@@ -128,7 +126,7 @@ def graph_problems(manifest: Manifest, inputs: list, outputs: list,
     return found
 
 
-def _flag_problems(manifest: Manifest, stage: Stage, outs: dict) -> list[str]:
+def _flag_problems(manifest: Manifest, stage: Stage, outs: dict[str, ort.NodeArg]) -> list[str]:
     """Each ``[[flags]]`` output is a graph output shaped like a label map: one channel (or
     none) and the input's rank."""
     found = []
@@ -151,11 +149,11 @@ def _flag_problems(manifest: Manifest, stage: Stage, outs: dict) -> list[str]:
     return found
 
 
-def _dims(arg) -> list[int | None]:
+def _dims(arg: ort.NodeArg) -> list[int | None]:
     return [d if isinstance(d, int) and d > 0 else None for d in arg.shape]
 
 
-def _input_problems(stage: Stage, arg) -> list[str]:
+def _input_problems(stage: Stage, arg: ort.NodeArg) -> list[str]:
     spec, run = stage.input, stage.run
     found = []
     dtype = _ORT_TYPES.get(arg.type, arg.type)
@@ -176,6 +174,7 @@ def _input_problems(stage: Stage, arg) -> list[str]:
     if dims[0] is not None and dims[0] != batch:
         found.append(f"input {arg.name!r}: the graph's batch size is fixed at {dims[0]} but "
                      f"run.batch_size is {batch}")
+    wanted: tuple[int, ...] | None
     if run.mode == "sliding_window":
         wanted, key = run.patch_size, "run.patch_size"
     elif stage.crop is not None and stage.crop.resize is not None:
@@ -200,7 +199,7 @@ def _input_problems(stage: Stage, arg) -> list[str]:
     return found
 
 
-def _output_problems(manifest: Manifest, stage: Stage, arg) -> list[str]:
+def _output_problems(manifest: Manifest, stage: Stage, arg: ort.NodeArg) -> list[str]:
     spec, out = stage.input, stage.output
     found = []
     dtype = _ORT_TYPES.get(arg.type, arg.type)

@@ -67,8 +67,9 @@ def report_values(labels: np.ndarray, grid: Volume, manifest: Manifest) -> np.nd
         where = np.nonzero(labels == lab.value)
         if where[0].size == 0:
             continue
-        if lab.split is None:
-            out[where] = lab.reported_value
+        if lab.split is None:  # moved for its reported value
+            if lab.reported_value is not None:
+                out[where] = lab.reported_value
             continue
         if plane is None:
             plane = midsagittal_plane(labels > 0, grid)

@@ -54,9 +54,9 @@ def decode_segmentation(raw: np.ndarray, manifest: Manifest) -> np.ndarray:
         return np.rint(raw[0]).astype(dtype) if raw.dtype.kind == "f" else raw[0].astype(dtype)
     _check_channels(raw, manifest)
     activate_(raw, out.activation)
-    labels = np.zeros(raw.shape[1:], dtype=dtype)
+    labels: np.ndarray = np.zeros(raw.shape[1:], dtype=dtype)
     if out.activation == "softmax" or (out.activation == "none" and out.kind == "segmentation"):
-        lut = np.zeros(raw.shape[0], dtype=dtype)
+        lut: np.ndarray = np.zeros(raw.shape[0], dtype=dtype)
         for lab in manifest.labels:
             lut[lab.channel] = lab.value
         np.take(lut, raw.argmax(axis=0), out=labels)

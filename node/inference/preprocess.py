@@ -165,13 +165,13 @@ def prepare_normalization(norm: Normalization, ref: np.ndarray) -> Step:
     if norm.kind == "scale":
         factor, offset = p.get("factor", 1.0), p.get("offset", 0.0)
 
-        def scale(x: np.ndarray) -> None:
+        def scale_offset(x: np.ndarray) -> None:
             if factor != 1.0:
                 x *= factor
             if offset != 0.0:
                 x += offset
 
-        return scale
+        return scale_offset
     return lambda x: None
 
 

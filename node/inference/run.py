@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from functools import partial
 
 import numpy as np
 
-from node.imaging.resample import resample_like
+from node.imaging.resample import Interpolation, resample_like
 from node.imaging.volume import Volume
 from node.inference.execute import Predictor, run_slicewise, run_whole
-from node.inference.manifest import Manifest, ModelPackage, load_package
+from node.inference.manifest import Manifest, MapBack, ModelPackage, load_package
 from node.inference.midline import report_values
 from node.inference.output import Box, ModelOutput, RaisedFlag, Timings
 from node.inference.postprocess import activate_, clean_labels, clean_union
 from node.inference.preprocess import model_grid, normalize
 from node.inference.runtime import SessionRegistry, default_registry
 from node.inference.stages import run_stage
+
+# A manifest's output.map_back, as the resampler names it.
+_MAP_BACK: dict[MapBack, Interpolation] = {
+    MapBack.NEAREST: "nearest", MapBack.LABEL_LINEAR: "label_linear",
+}
 
 
 def run_model(
@@ -59,9 +65,9 @@ def run_model(
                                                      done.decode_s), strict=True)]
     loaded = registry.get(package, manifest.stages[-1])
     kind, fmt = manifest.output.kind, manifest.output.format
-    common = {"model": manifest.name, "version": manifest.version, "kind": kind,
-              "labels": manifest.reported_labels, "provider": loaded.provider,
-              "after": prerequisite}
+    output = partial(ModelOutput, model=manifest.name, version=manifest.version, kind=kind,
+                     labels=manifest.reported_labels, provider=loaded.provider,
+                     after=prerequisite)
 
     if kind == "classification" or fmt == "boxes":
         t0 = time.perf_counter()
@@ -74,14 +80,14 @@ def run_model(
         if kind == "classification":
             probs, per_slice = _classify(predict, x, manifest)
             t2 = time.perf_counter()
-            return ModelOutput(**common, class_probabilities=probs, slice_probabilities=per_slice,
-                               timings=Timings(pre, seconds[1] + t2 - t1, seconds[2]))
+            return output(class_probabilities=probs, slice_probabilities=per_slice,
+                          timings=Timings(pre, seconds[1] + t2 - t1, seconds[2]))
         raw = run_whole(predict, x)
         t2 = time.perf_counter()
         boxes = _boxes(np.asarray(raw), manifest, grid, volume)
-        return ModelOutput(**common, boxes=boxes,
-                           timings=Timings(pre, seconds[1] + t2 - t1,
-                                           seconds[2] + time.perf_counter() - t2))
+        return output(boxes=boxes,
+                      timings=Timings(pre, seconds[1] + t2 - t1,
+                                      seconds[2] + time.perf_counter() - t2))
 
     done = run_stage(loaded, volume, masks, statistics, final=True)
     t2 = time.perf_counter()
@@ -93,15 +99,15 @@ def run_model(
     clean_union(labels, manifest, within)
     grid = grid.with_array(report_values(labels, grid, manifest))
     flags = raise_flags(grid, done.flag_masks, manifest)
-    label_map = resample_like(grid, volume, interpolation=manifest.output.map_back).array
+    label_map = resample_like(grid, volume,
+                              interpolation=_MAP_BACK[manifest.output.map_back]).array
     probability = None
     if done.heat is not None:
         probability = resample_like(grid.with_array(done.heat), volume,
                                     interpolation="linear").array
         probability = probability.astype(np.float32, copy=False)
     t3 = time.perf_counter()
-    return ModelOutput(
-        **common,
+    return output(
         label_map=label_map,
         probability=probability,
         flags=flags,
@@ -156,7 +162,7 @@ def _classify(predict: Predictor, x: np.ndarray, manifest: Manifest
         probs = np.sort(per_slice, axis=1)[:, -k:].mean(axis=1)
     else:
         probs = per_slice.mean(axis=1)
-    channels = [lab.channel for lab in manifest.labels]
+    channels = [lab.channel for lab in manifest.labels if lab.channel is not None]
     slices = per_slice[channels].T.copy() if run.mode == "slicewise" else None
     return {lab.value: float(probs[lab.channel]) for lab in manifest.labels}, slices
 

@@ -103,14 +103,15 @@ def _segment(predict: Predictor, x: np.ndarray, manifest: Manifest, stage: Stage
     """Label map (or mask) and detection heat map on the stage input, with seconds spent."""
     run = stage.run
     detection = final and stage.output.kind == "detection"
-    channels = [lab.channel for lab in manifest.labels]
+    # (every label has its channel but in a labelmap, where no channel is read)
+    channels = [lab.channel for lab in manifest.labels if lab.channel is not None]
 
     def decode(y: np.ndarray) -> np.ndarray:
         return decode_segmentation(y, manifest) if final else decode_mask(y, stage)
 
     if run.mode == "slicewise":
         dtype = label_dtype(manifest) if final else np.uint8
-        labels = np.zeros(x.shape[1:], dtype=dtype)
+        labels: np.ndarray = np.zeros(x.shape[1:], dtype=dtype)
         heat = np.zeros(x.shape[1:], dtype=np.float32) if detection else None
         inference_s = decode_s = 0.0
         t = time.perf_counter()
@@ -254,7 +255,8 @@ def _same_field_of_view(a: Volume, b: Volume) -> bool:
         return False
     ea = [np.asarray(v.spacing) * np.asarray(v.shape_ijk) for v in (a, b)]
     corner = [v.index_to_patient(np.full(3, -0.5)) for v in (a, b)]
-    return bool(np.allclose(ea[0], ea[1], atol=1e-3) and np.allclose(*corner, atol=1e-3))
+    return bool(np.allclose(ea[0], ea[1], atol=1e-3)
+                and np.allclose(corner[0], corner[1], atol=1e-3))
 
 
 def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, ...]]:

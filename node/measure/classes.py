@@ -34,11 +34,12 @@ def class_probabilities(
     for index, (name, p, th) in enumerate(zip(names, probs, ths, strict=True)):
         if not math.isfinite(p) or p < -1e-6 or p > 1 + 1e-6:
             raise ValueError(f"class {name!r}: probability {p} is not within [0, 1]")
-        p = min(max(float(p), 0.0), 1.0)
-        present = None if th is None else p >= th
+        probability = min(max(float(p), 0.0), 1.0)
+        present = None if th is None else probability >= th
         out.append(
             ClassProbability(
-                index=index, name=str(name), probability=p, threshold=th, present=present
+                index=index, name=str(name), probability=probability, threshold=th,
+                present=present
             )
         )
     return tuple(out)

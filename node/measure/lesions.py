@@ -59,9 +59,10 @@ def find_lesions(
     for rank in sorted(boxes)[: max_lesions if max_lesions is not None else None]:
         inner = boxes[rank]
         region = components[inner] == rank
-        crop = tuple(
+        i, j, k = (
             slice(o.start + s.start, o.start + s.stop) for o, s in zip(outer, inner, strict=True)
         )
+        crop = (i, j, k)
         measured = measure_crop(volume, crop, region, reqs, rank)
         max_p = None if prob is None else float(prob[crop][region].max())
         lesions.append(Lesion(rank=rank, measurements=measured, max_probability=max_p))

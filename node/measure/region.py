@@ -229,7 +229,7 @@ def measure_crop(
                 value = 100.0 * np.count_nonzero(values < r.threshold) / count
             elif r.kind == "fraction_above":
                 value = 100.0 * np.count_nonzero(values > r.threshold) / count
-            elif r.kind == "percentile":
+            elif r.kind == "percentile" and r.q is not None:  # a percentile has its q
                 value = np.percentile(values, r.q)
             else:
                 continue
@@ -240,8 +240,8 @@ def measure_crop(
     for r in reqs:
         if r.of is not None:
             reference = _parameter(r, references)
-            value = 100.0 * volume_ml / reference if reference > 0 else None
-            derived.append(DerivedValue(r.name, r.kind, reference, value, PERCENT_UCUM))
+            percent = 100.0 * volume_ml / reference if reference > 0 else None
+            derived.append(DerivedValue(r.name, r.kind, reference, percent, PERCENT_UCUM))
 
     return RegionMeasurements(
         label=label,
@@ -258,5 +258,8 @@ def measure_crop(
         intensity_unit=unit,
         derived=tuple(derived),
         truncated_at=truncated_faces(volume, lo, hi),
-        **stats,
+        mean=stats.get("mean"),
+        std=stats.get("std"),
+        min=stats.get("min"),
+        max=stats.get("max"),
     )

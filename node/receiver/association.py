@@ -28,6 +28,7 @@ from typing import Protocol
 
 from pynetdicom.presentation import PresentationContext
 
+from node.errors import NodeError
 from node.receiver import dimse
 from node.receiver.negotiation import (
     APPLICATION_CONTEXT_NAME,
@@ -202,11 +203,11 @@ def use_log_budget(budget: LogBudget | None) -> None:
     _BUDGET.set(budget)
 
 
-class PeerClosedError(ConnectionError):
+class PeerClosedError(NodeError, ConnectionError):
     """The peer closed the connection."""
 
 
-class ProtocolError(ValueError):
+class ProtocolError(NodeError, ValueError):
     """The peer broke the upper-layer protocol; carries the A-ABORT reason."""
 
     def __init__(self, message: str, reason: int = ABORT_INVALID_PARAMETER) -> None:

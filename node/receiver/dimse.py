@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from node.errors import NodeError
 from node.receiver.part10 import decode_text, encode_uid
 
 C_STORE_RQ = 0x0001
@@ -29,7 +30,7 @@ _STATUS = 0x0900
 _AFFECTED_SOP_INSTANCE = 0x1000
 
 
-class CommandError(ValueError):
+class CommandError(NodeError, ValueError):
     """A command set that cannot be read; the association is aborted."""
 
 

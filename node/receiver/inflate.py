@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from node.errors import NodeError
 from node.receiver import status
 from node.receiver.spool import Spool, SpoolFile
 
@@ -26,7 +27,7 @@ _PIECE = 1 << 20  # most inflated bytes produced (and held) at a time
 _DISK_CHECK = 64 << 20  # the free-space floor is checked after each this many inflated bytes
 
 
-class InflateLimitError(Exception):
+class InflateLimitError(NodeError):
     """A deflated dataset the receiver will not inflate; ``status`` is the C-STORE answer and
     the message names the limit (and the setting), never a value of the dataset."""
 

@@ -23,6 +23,7 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
+from node.errors import NodeError
 from node.receiver.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from node.uids import is_valid_uid
 
@@ -47,11 +48,11 @@ _ITEM = struct.Struct(">BBH")
 _FIXED = 68  # protocol version, reserved, called and calling AE titles, reserved (PS3.8 9-11)
 
 
-class NegotiationError(ValueError):
+class NegotiationError(NodeError, ValueError):
     """An A-ASSOCIATE-RQ that breaks the standard: answered with an A-ABORT."""
 
 
-class RequestRefusedError(ValueError):
+class RequestRefusedError(NodeError, ValueError):
     """An A-ASSOCIATE-RQ that is well formed enough to answer with an A-ASSOCIATE-RJ."""
 
     def __init__(self, message: str, rejection: tuple[int, int, int]) -> None:

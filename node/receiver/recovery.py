@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pydicom
 
 from node.receiver.spool import Spool
-from node.store.jobstore import InstanceRecord, JobStore
+from node.store import InstanceRecord, JobStore
 
 log = logging.getLogger("radnode.recovery")
 

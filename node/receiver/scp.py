@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pydicom
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at run time
 
 from node import metrics
 from node.config import Config
@@ -41,7 +41,7 @@ from node.receiver.seriesheader import keep_series_record, series_record
 from node.receiver.server import AssociationServer, ConnectionLimits
 from node.receiver.spool import InvalidUIDError, Spool, SpoolFile, dataset_offset
 from node.receiver.structure import MalformedDatasetError, check_encoding
-from node.store.jobstore import InstanceRecord, JobStore, Recorded
+from node.store import InstanceRecord, JobStore, Recorded
 
 log = logging.getLogger("radnode.receiver")
 

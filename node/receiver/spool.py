@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from node.errors import NodeError
 from node.uids import is_valid_uid
 
 TMP = ".tmp"
@@ -96,7 +97,7 @@ class SpoolFile:
             self._tmp.unlink(missing_ok=True)
 
 
-class InvalidUIDError(ValueError):
+class InvalidUIDError(NodeError, ValueError):
     """A UID that must not become part of a path; the message names the attribute."""
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import struct
 
+from node.errors import NodeError
+
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
@@ -19,7 +21,7 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN
 _MAX_DEPTH = 32
 
 
-class MalformedDatasetError(ValueError):
+class MalformedDatasetError(NodeError, ValueError):
     """The encoding is broken; the message says where, never what the values are."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from node.errors import NodeError
 
-class ResultsError(ValueError):
+
+class ResultsError(NodeError, ValueError):
     """A SEG or SR cannot be built from these inputs; the message says what is missing."""
 
 

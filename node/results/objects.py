@@ -1,4 +1,5 @@
-"""One run's DICOM results: the SEG (when something was segmented) and the TID 1500 SR.
+"""One run's DICOM results: every registered output kind (node.results.kinds) the job wants;
+today the SEG (when something was segmented) and the TID 1500 SR.
 
 The pipeline calls :func:`write_result_objects` after measuring. UIDs come from the source
 series, the model, its version and the job's generation, and the only time written is
@@ -18,13 +19,10 @@ from node.imaging.volume import Volume
 from node.inference.manifest import Manifest
 from node.inference.output import ModelOutput
 from node.measure import ClassProbability, Lesion, RegionMeasurements
-from node.results.errors import EmptyResultError
-from node.results.seg import build_segmentation
+from node.results.kinds import DeviceIdentity, FinishedJob, SharedHeader, kind_table, writers
 from node.results.segments import segment_plan
 from node.results.sources import read_sources
-from node.results.sr import build_report
-from node.results.templates import load_template
-from node.results.uids import result_uids
+from node.results.uids import kind_uids
 from node.results.write import write_dataset
 
 
@@ -50,7 +48,8 @@ def write_result_objects(
     out_dir: Path,
     totals: Mapping[str, RegionMeasurements] | None = None,
 ) -> dict[str, Path]:
-    """Write seg.dcm (unless nothing was found) and sr.dcm into ``out_dir``.
+    """Write every registered output kind the job wants into ``out_dir`` as ``<kind>.dcm``
+    (node.results.kinds): seg.dcm (unless nothing was found) and sr.dcm today.
 
     ``totals`` are the measurements of the manifest's [[totals]] by name (the SR reports them
     as the template's ``[totals]`` says).
@@ -59,37 +58,32 @@ def write_result_objects(
     cannot be made.
     """
     sources = read_sources(volume)
-    series_uid = sources.series_instance_uid
-    uids = result_uids(series_uid, manifest.name, manifest.version, settings.generation,
-                       settings.output.uid_root)
     cfg = settings.results
+    header = SharedHeader(
+        sources=sources, manufacturer=cfg.manufacturer, institution_name=cfg.institution_name,
+        content_datetime=settings.content_datetime,
+        device=DeviceIdentity(manifest.name, manifest.version, manifest.description),
+        uid_root=settings.output.uid_root,
+    )
+    job = FinishedJob(
+        volume=volume, manifest=manifest, output=output, regions=regions, lesions=lesions,
+        classes=classes, totals=totals,
+        segments=segment_plan(output),  # the labels present, counted once for SEG and SR
+        templates_dir=settings.templates_dir,
+    )
     description = f"{cfg.series_description_prefix} {manifest.name}".strip()
     files: dict[str, Path] = {}
-    segments = segment_plan(output)  # the labels present, counted once for SEG and SR
-    seg = None
-    if output.kind != "classification":
-        try:
-            seg = build_segmentation(
-                sources, output,
-                sop_instance_uid=uids.seg_instance, series_instance_uid=uids.seg_series,
-                series_number=cfg.series_number_seg, series_description=f"{description} SEG",
-                manufacturer=cfg.manufacturer, content_datetime=settings.content_datetime,
-                model_description=manifest.description, seg_type=cfg.seg_type,
-                institution_name=cfg.institution_name, uid_root=settings.output.uid_root,
-                segments=segments,
-            )
-        except EmptyResultError:
-            seg = None  # nothing found: the SR says so, and there is no SEG to show
-    if seg is not None:
-        files["seg"] = write_dataset(seg, out_dir / "seg.dcm").path
-    template = load_template(manifest.sr_template, settings.templates_dir)
-    report = build_report(
-        sources, volume, output, regions, lesions, classes, template, seg,
-        sop_instance_uid=uids.sr_instance, series_instance_uid=uids.sr_series,
-        series_number=cfg.series_number_sr, series_description=f"{description} SR",
-        manufacturer=cfg.manufacturer, content_datetime=settings.content_datetime,
-        institution_name=cfg.institution_name, uid_root=settings.output.uid_root,
-        segments=segments, totals=totals, total_specs=manifest.totals,
-    )
-    files["sr"] = write_dataset(report, out_dir / "sr.dcm").path
+    for writer in writers():
+        if not writer.wants(job, cfg):
+            continue
+        table = kind_table(cfg, writer.kind)
+        number = table.series_number if table is not None else writer.series_number
+        uids = kind_uids(writer.kind, sources.series_instance_uid, manifest.name,
+                         manifest.version, settings.generation, settings.output.uid_root)
+        ds = writer.build(job, header.for_kind(number, f"{description} {writer.kind.upper()}"),
+                          uids, cfg)
+        if ds is None:
+            continue
+        job.built[writer.kind] = ds
+        files[writer.kind] = write_dataset(ds, out_dir / f"{writer.kind}.dcm").path
     return files

@@ -89,23 +89,24 @@ def read_segmentation(path: str | Path, sources: Sequence[SliceSource] | None = 
     numbers = list(seg.segment_numbers)
     affine = None
     fractional = seg.SegmentationType == "FRACTIONAL"
-    common = {"segment_numbers": numbers, "combine_segments": False,
-              "dtype": np.float32 if fractional else np.uint8}
+    dtype = np.float32 if fractional else np.uint8
     if sources:
         uids = {s.sop_instance_uid for s in sources}
         if len(uids) == 1 and all(s.frame_number for s in sources):
             pixels = seg.get_pixels_by_source_frame(
                 sources[0].sop_instance_uid,
                 source_frame_numbers=[int(s.frame_number or 0) for s in sources],
-                assert_missing_frames_are_empty=True, ignore_spatial_locations=True, **common,
+                assert_missing_frames_are_empty=True, ignore_spatial_locations=True,
+                segment_numbers=numbers, combine_segments=False, dtype=dtype,
             )
         else:
             pixels = seg.get_pixels_by_source_instance(
                 [s.sop_instance_uid for s in sources],
-                assert_missing_frames_are_empty=True, ignore_spatial_locations=True, **common,
+                assert_missing_frames_are_empty=True, ignore_spatial_locations=True,
+                segment_numbers=numbers, combine_segments=False, dtype=dtype,
             )
     else:
-        volume = seg.get_volume(**common)
+        volume = seg.get_volume(segment_numbers=numbers, combine_segments=False, dtype=dtype)
         pixels, affine = volume.array, volume.affine
     if pixels.ndim == 3:  # one segment
         pixels = pixels[..., None]

@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from node import __version__
+from node.config import SegType
 from node.inference.manifest import Code
 from node.inference.output import ModelOutput
 from node.results.equipment import (
@@ -33,7 +34,7 @@ from node.results.segments import (
 )
 from node.results.sources import SourceImages, prepare_sources
 
-SEG_TYPES = ("binary", "labelmap")
+SEG_TYPES = tuple(t.value for t in SegType)
 LABELMAP_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.7"
 _FALLBACK_CATEGORY = Code("91723000", "SCT", "Anatomical Structure")
 

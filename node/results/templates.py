@@ -12,7 +12,7 @@ ones (``volume_percent``, e.g. ``percent_icv``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -222,6 +222,21 @@ def load_template(name: str, folder: str | Path) -> SRTemplate:
     raw = read_toml(path, TemplateError, str(path),
                     f"{path}: SR template {name!r} does not exist")
     return parse_template(raw, name, path)
+
+
+def template_check(folder: str | Path) -> Callable[[Manifest], list[str]]:
+    """What ``radnode models check`` finds wrong between a manifest and its SR template in
+    ``folder`` (the ``report_check`` of :func:`node.inference.check.check_models`)."""
+
+    def problems(manifest: Manifest) -> list[str]:
+        try:
+            template = load_template(manifest.sr_template, folder)
+        except TemplateError as exc:
+            return [f"sr_template: {exc}"]
+        return [f"sr_template {manifest.sr_template!r}: {p}"
+                for p in template.check_manifest(manifest)]
+
+    return problems
 
 
 def parse_template(raw: Mapping[str, Any], name: str = "template",

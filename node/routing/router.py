@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from node.config import RouteConfig
 from node.routing.facts import SeriesFacts
 from node.routing.rules import Condition, Outcome, compile_condition
 
@@ -25,6 +24,19 @@ class Decision:
     outcome: Outcome
 
 
+class RouteSpec(Protocol):
+    """A configured route (``node.config.RouteConfig``): its condition not yet compiled."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def models(self) -> Sequence[str]: ...
+    @property
+    def on(self) -> str: ...
+    @property
+    def match(self) -> Mapping[str, Any]: ...
+
+
 class Accepting(Protocol):
     """What a model declares it can read (``Manifest.accepts``)."""
 
@@ -34,7 +46,7 @@ class Accepting(Protocol):
 class Router:
     """Routes from the configuration, ANDed with what each model accepts."""
 
-    def __init__(self, routes: list[RouteConfig],
+    def __init__(self, routes: Sequence[RouteSpec],
                  accepts: Mapping[str, Accepting] | None = None) -> None:
         self.routes = [
             Route(r.name, tuple(r.models), r.on, compile_condition(r.match)) for r in routes

@@ -23,6 +23,8 @@ from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 
+from node.errors import NodeError
+
 MISSING = object()
 
 FACTS = {
@@ -34,7 +36,7 @@ COMBINATORS = ("all", "any", "not")
 TESTS = ("equals", "in", "regex", "min", "max", "exists")
 
 
-class RuleError(ValueError):
+class RuleError(NodeError, ValueError):
     """A condition that cannot be compiled; ``path`` locates it inside the ``match`` table."""
 
     def __init__(self, path: str, reason: str) -> None:

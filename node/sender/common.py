@@ -14,6 +14,8 @@ from pathlib import Path
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 
+from node.errors import NodeError
+
 
 @dataclass(frozen=True)
 class Outgoing:
@@ -39,7 +41,7 @@ class BatchResult:
     associations: int = 0  # connections (associations or HTTP requests) attempted
 
 
-class FileProblemError(Exception):
+class FileProblemError(NodeError):
     """An outbox file that cannot be sent as it is (missing, not DICOM, wrong UID)."""
 
 

@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.events import EventHandlerType
 from pynetdicom.pdu import A_ASSOCIATE_RJ
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
@@ -111,7 +112,7 @@ def _send_chunk(target: DicomTarget, chunk: list[tuple[Outgoing, ContextKey]], c
     result.associations += 1
     connected: list[bool] = []
     rejections: list[A_ASSOCIATE] = []
-    handlers = [(evt.EVT_CONN_OPEN, lambda _: connected.append(True)),
+    handlers: list[EventHandlerType] = [(evt.EVT_CONN_OPEN, lambda _: connected.append(True)),
                 (evt.EVT_PDU_RECV, lambda event: _keep_rejection(event, rejections))]
     assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, tls_args=tls_args,
                          evt_handlers=handlers)

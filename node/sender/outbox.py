@@ -34,17 +34,18 @@ from pydicom.uid import UID
 
 from node import metrics
 from node.config import Config, DestinationConfig
+from node.errors import NodeError
 from node.sender.common import BatchResult, Outgoing, backoff, client_tls_context
 from node.sender.dicom import DicomTarget, send_dicom
 from node.sender.stow import StowTarget, send_stow
-from node.store.jobstore import JobStore, OutboxItem
+from node.store import JobStore, NewOutboxItem, OutboxItem
 
 log = logging.getLogger("radnode.sender")
 
 GroupKey = tuple[str, str]  # (destination name, peer AE title for kind 'caller', else "")
 
 
-class UndeliverableError(Exception):
+class UndeliverableError(NodeError):
     """An item that no destination can take as configured (dead letter with this reason)."""
 
 
@@ -303,22 +304,28 @@ class Sender:
 
 
 def outbox_rows(destinations: Iterable[str], files: Iterable[str | Path],
-                data_dir: Path | None = None) -> list[tuple[str, str, str, str]]:
-    """Outbox rows (destination, path, SOP instance, SOP class) for every result file and
+                data_dir: Path | None = None) -> list[NewOutboxItem]:
+    """Outbox items (destination, path, SOP instance, SOP class) for every result file and
     every destination, UIDs read from each file's meta header; paths are stored relative to
     ``data_dir`` when under it (so the data folder can move)."""
-    rows = []
+    rows: list[NewOutboxItem] = []
     names = list(destinations)
     for file in files:
         meta = read_file_meta_info(file)
         path = Path(file)
         if data_dir is not None and path.is_relative_to(data_dir):
             path = path.relative_to(data_dir)
-        rows += [(name, str(path), str(meta.MediaStorageSOPInstanceUID),
-                  str(meta.MediaStorageSOPClassUID)) for name in names]
+        rows += [NewOutboxItem(name, str(path), str(meta.MediaStorageSOPInstanceUID),
+                               str(meta.MediaStorageSOPClassUID)) for name in names]
     return rows
 
 
 def _class_name(sop_class_uid: str) -> str:
+    """A SOP class's name for logs: pydicom's, else the name an output kind gives it (the
+    result kinds' registry knows the classes the node writes, Label Map Segmentation too)."""
     name = UID(sop_class_uid).name
-    return name if name != sop_class_uid else "SOP class " + sop_class_uid
+    if name != sop_class_uid:
+        return name
+    from node.results.kinds import sop_class_name  # here: the sender alone needs no highdicom
+
+    return sop_class_name(sop_class_uid) or "SOP class " + sop_class_uid

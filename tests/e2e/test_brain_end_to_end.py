@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import REPO
 from e2e.test_end_to_end import SEG_CLASS, SR_CLASS, download, storescu
-from orthanc import Orthanc
-from validators import validate_set
+from support.orthanc import Orthanc
+from support.tools import REPO
+from support.validators import validate_set
 
 from node.imaging.inputs import load_input
 from node.results import read_measurements, read_segmentation

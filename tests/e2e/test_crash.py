@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pydicom
-from orthanc import Orthanc
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
+from support.orthanc import Orthanc
 
 from node.synthetic import SeriesGeometry, write_series
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import REPO, dcmtk
-from orthanc import Orthanc
-from validators import validate_set
+from support.orthanc import Orthanc
+from support.tools import REPO, dcmtk
+from support.validators import validate_set
 
 from node.results import read_measurements, read_segmentation
 from node.synthetic import SeriesGeometry, write_series

@@ -6,8 +6,8 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO
-from orthanc import Orthanc
+from support.orthanc import Orthanc
+from support.tools import REPO
 
 from node.synthetic import SeriesGeometry, write_series
 

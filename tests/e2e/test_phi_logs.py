@@ -6,8 +6,8 @@ import os
 import subprocess
 
 import pydicom
-from conftest import dcmtk
-from orthanc import Orthanc
+from support.orthanc import Orthanc
+from support.tools import dcmtk
 
 from node.synthetic import SeriesGeometry, write_series
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, dcmtk
-from nodeharness import NodeProcess
+from support.node_process import NodeProcess
+from support.tools import REPO, dcmtk
 
-from node.store.jobstore import JobRow
+from node.store import JobRow
 from node.synthetic import SeriesGeometry, write_series
 
 CHEST = SeriesGeometry(rows=128, columns=128, slices=30, pixel_spacing=(3.0, 3.0),

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nodeharness import free_port
+from support.tools import free_port
 
 from node import metrics
 from node.config import HttpConfig, build_config
@@ -15,7 +15,7 @@ from node.http import HttpServer
 from node.http.api import Node
 from node.inference.runtime import SessionRegistry
 from node.sender import Sender, outbox_rows
-from node.store.jobstore import InstanceRecord, JobState, JobStore
+from node.store import InstanceRecord, JobState, JobStore, NewJob, NewOutboxItem, open_store
 from node.synthetic import SeriesGeometry, write_series
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -29,7 +29,7 @@ class Calls:
 
 @pytest.fixture
 def setup(tmp_path: Path, fetch) -> Iterator[tuple[JobStore, Calls, object]]:
-    store = JobStore(tmp_path / "radnode.db")
+    store = open_store(tmp_path / "radnode.db")
     calls = Calls()
 
     def wake_workers() -> None:
@@ -57,7 +57,7 @@ def _job(store: JobStore, n: int) -> int:
     series, study = f"1.2.3.{n}", "1.2.3"
     store.record_instance(InstanceRecord(f"1.2.3.{n}.1", CT, series, study, "CT",
                                          f"{study}/{series}/x.dcm", 10, "1.2.840.10008.1.2"))
-    store.complete_series(store.series(series), False, [("ct", "lung_ct")])
+    store.complete_series(store.series(series), False, [NewJob("ct", "lung_ct")])
     return store.jobs(series_uid=series)[0].id
 
 
@@ -87,7 +87,7 @@ def test_retry_a_failed_job_and_cancel_a_queued_one(setup) -> None:
 
 def test_retry_dead_letters_one_and_all(setup) -> None:
     store, calls, call = setup
-    store.enqueue([("pacs", f"r/{n}.dcm", f"2.25.{n}", CT) for n in range(3)])
+    store.enqueue([NewOutboxItem("pacs", f"r/{n}.dcm", f"2.25.{n}", CT) for n in range(3)])
     items = sorted(i.id for i in store.outbox_items())
     for item in items:
         store.mark_failed(item, "association rejected", 0.0, dead=True)
@@ -120,7 +120,7 @@ def test_the_sender_counts_its_rounds(tmp_path: Path) -> None:
     config = build_config({"destinations": [{"name": "pacs", "kind": "dicom",
                                              "ae_title": "PACS", "host": "127.0.0.1",
                                              "port": free_port()}]}, tmp_path)
-    store = JobStore(tmp_path / "radnode.db")
+    store = open_store(tmp_path / "radnode.db")
     (path,) = write_series(tmp_path / "ct", SeriesGeometry(rows=8, columns=8, slices=1))
     store.enqueue(outbox_rows(["pacs"], [path]))
     before = metrics.COUNTERS_REGISTRY.value("radnode_send_destination_failures_total")

@@ -4,6 +4,7 @@ clear errors, /metrics in the exposition format, correlated text logs, and bindi
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import socket
@@ -11,9 +12,8 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import REPO, dcmtk
-
-from node.http.png import decode_png
+from PIL import Image
+from support.tools import REPO, dcmtk
 
 STAGES = {"load", "preprocess", "inference", "postprocess", "measure", "write"}
 
@@ -70,7 +70,9 @@ def test_previews_are_rendered_and_cached(lung_node) -> None:
     for n in range(3):
         reply = lung_node.get(f"/api/jobs/{job.id}/preview/{n}.png")
         assert reply.status == 200 and reply.headers["content-type"] == "image/png"
-        images.append(decode_png(reply.body))
+        with Image.open(io.BytesIO(reply.body)) as png:
+            assert png.format == "PNG" and png.mode == "RGB"
+            images.append(np.asarray(png))
     image = images[1]
     assert image.shape == (384, 384, 3)  # 128 px at 3 mm, enlarged 3 times
     colours = {tuple(c) for c in image.reshape(-1, 3)}

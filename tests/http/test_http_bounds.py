@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from nodeharness import NodeProcess
+from support.node_process import NodeProcess
 
 from node.config import ConfigError, HttpConfig, build_config
 from node.http.connections import ConnectionPool

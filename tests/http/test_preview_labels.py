@@ -4,7 +4,7 @@ up to 60, not consecutive): each value is drawn in its label's colour, both side
 from __future__ import annotations
 
 import numpy as np
-from conftest import REPO
+from support.tools import REPO
 
 from node.http.preview import label_colours, render_previews
 from node.inference.manifest import load_package

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 
-from nodeharness import free_port
+from support.tools import free_port
 
 TOKEN = "s3cret-token-4f9"
 

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from imaging._series_helpers import rotation
+from support.series import rotation
 
 from node.imaging import VolumeError, load_image_file, load_input
 from node.imaging.inputs import image_format
@@ -261,7 +261,7 @@ def test_radnode_run_reads_an_nrrd_file(tmp_path, shared_data):
     import subprocess
     import sys
 
-    from conftest import REPO
+    from support.tools import REPO
 
     nrrd = tmp_path / "ct.nrrd"
     sitk.WriteImage(sitk.ReadImage(str(shared_data / "ct_abdomen_ts_nifti" / "example_ct.nii.gz")),

@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pydicom
 import pytest
-from imaging._series_helpers import field_on_grid, linear_field, position_of, rotation
+from support.series import field_on_grid, linear_field, position_of, rotation
 
 from node.imaging import load_series
 from node.synthetic import SeriesGeometry, write_series

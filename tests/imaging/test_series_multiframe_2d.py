@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pydicom
 import pytest
-from imaging._series_helpers import field_on_grid, rotation
+from support.series import field_on_grid, rotation
 
 from node.imaging import VolumeError, load_series
 from node.synthetic import SeriesGeometry, write_enhanced, write_projection, write_series

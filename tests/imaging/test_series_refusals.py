@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pydicom
 import pytest
-from imaging._series_helpers import copy_as_new_instance, edit
 from pydicom.uid import MRImageStorage, SegmentationStorage, generate_uid
+from support.series import copy_as_new_instance, edit
 
 from node.imaging import VolumeError, load_series
 from node.synthetic import SeriesGeometry, write_series

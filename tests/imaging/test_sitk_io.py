@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from imaging._series_helpers import rotation
+from support.series import rotation
 
 from node.imaging import VolumeError
 from node.imaging.sitk_io import from_sitk, load_nifti, to_sitk

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import REPO
+from support.tools import REPO
 
 MODELS = REPO / "models"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from support.tools import REPO
 
 from node.imaging.inputs import load_image_file, load_input
 from node.inference import SessionRegistry, load_package, run_model

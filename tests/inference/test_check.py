@@ -6,10 +6,9 @@ import shutil
 from pathlib import Path
 
 from onnx import TensorProto
+from support.onnx_models import header, label, package, pointwise_conv, two_class_logits
 
 from node.inference.check import check_models
-
-from .onnx_models import header, label, package, pointwise_conv, two_class_logits
 
 REPO = Path(__file__).resolve().parents[2]
 

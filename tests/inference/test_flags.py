@@ -9,6 +9,7 @@ import tomllib
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
+from support.onnx_models import const, header, io, label, model, package
 
 from node.imaging.volume import Volume
 from node.inference import SessionRegistry, run_model
@@ -16,8 +17,6 @@ from node.inference.check import check_models
 from node.inference.execute import Predictor
 from node.inference.manifest import Code, ManifestError, parse_manifest
 from node.pipeline import run_pipeline
-
-from .onnx_models import const, header, io, label, model, package
 
 UINT8 = TensorProto.UINT8
 RAS = np.diag([-1.0, -1.0, 1.0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from conftest import REPO
+from support.tools import REPO
 
 
 def test_committed_onnx_matches_its_build_script() -> None:

@@ -79,6 +79,30 @@ CASES = [
      "labels[0].postprocess.keep_touching: [2] must be labels declared before this one"),
     ("measurements.0.labels", [7], "measurements[0].labels: [7] are not declared"),
     ("measurements.0.kind", _DELETE, "measurements[0].kind: is required"),
+    ("output.map_back", "linear",
+     "output.map_back: must be one of nearest, label_linear (got 'linear')"),
+    ("output.activation", "relu",
+     "output.activation: must be one of softmax, sigmoid, labelmap, none (got 'relu')"),
+    ("input.dtype", "float64",
+     "input.dtype: must be one of float32, float16, int16, uint8, int32, int64 (got 'float64')"),
+    ("input.resize_interpolation", "inside",
+     "input.resize_interpolation: must be one of linear, nearest (got 'inside')"),
+    ("input.pad_multiple", 0, "input.pad_multiple: must be an integer >= 1 (got 0)"),
+    ("input.normalize", {"kind": "none", "statistics": "crops"},
+     "input.normalize.statistics: must be one of crop, grid, source (got 'crops')"),
+    ("run.overlap", 0.95, "run.overlap: must be between 0.0 and 0.9 (got 0.95)"),
+    ("run.combine", "median", "run.combine: must be one of mean, max, top_k_mean (got 'median')"),
+    ("crop", {"source": "threshold"}, "crop.fraction: is required with source = 'threshold'"),
+    ("crop", {"source": "threshold", "fraction": 0.1, "interpolation": "inside"},
+     "crop.interpolation: must be one of nearest, linear (got 'inside')"),
+    ("labels.0.type", {"value": "1", "meaning": "m", "schema": "SCT"},
+     "labels[0].type.schema: unknown key"),
+    ("labels.0.postprocess", {"fill_holes": 1},
+     "labels[0].postprocess.fill_holes: must be true, false, '3d' or 'axial' (got 1)"),
+    ("postprocess", {"connectivity": 8},
+     "postprocess.connectivity: must be 6 (faces) or 26 (faces, edges, corners) (got 8)"),
+    ("accepts.max_slice_thickness", 0,
+     "accepts.max_slice_thickness: must be greater than 0 (got 0)"),
 ]
 
 
@@ -135,3 +159,49 @@ def test_accepts_evaluates_a_header_and_a_count():
     assert accepts.matches({"Modality": "CT", "BodyPartExamined": "CHEST"}, 50)
     assert "body part ABDOMEN" in accepts.rejects(
         {"Modality": "CT", "BodyPartExamined": "ABDOMEN"}, 50)
+
+
+def test_closed_sets_are_enums_equal_to_their_strings():
+    from node.inference.manifest import (
+        Activation,
+        FillHoles,
+        Interpolation,
+        Layout,
+        MapBack,
+        NormalizationKind,
+        OutputKind,
+        RunMode,
+        StatisticsFrom,
+    )
+
+    m = load_manifest(LUNG)
+    assert m.output.kind is OutputKind.SEGMENTATION and m.output.kind == "segmentation"
+    assert m.output.activation is Activation.LABELMAP
+    assert m.output.map_back is MapBack.LABEL_LINEAR
+    assert m.input.layout is Layout.NCDHW and m.input.is_2d is False
+    assert m.input.normalize[0].kind is NormalizationKind.NONE
+    assert m.input.normalize[0].statistics is StatisticsFrom.CROP
+    assert m.input.resize_interpolation is Interpolation.LINEAR
+    assert m.run.mode is RunMode.WHOLE and f"{m.run.mode}" == "whole"
+    assert m.label(1).postprocess.fill_holes is FillHoles.AXIAL
+    assert m.label(3).postprocess.fill_holes is FillHoles.D3
+
+
+def test_defaults_come_from_the_schema():
+    """A key left out takes the dataclass field's default (the one place it is written)."""
+    from node.inference.manifest import InputSpec, OutputSpec, PostProcess, RunSpec
+
+    raw = _raw()
+    for key in ("dtype", "fill_value", "orientation", "spacing"):
+        raw["input"].pop(key, None)
+    raw["output"] = {"name": raw["output"]["name"], "kind": "segmentation",
+                     "activation": "labelmap"}
+    raw.pop("run", None)
+    raw["labels"][0].pop("postprocess", None)
+    m = parse_manifest(raw)
+    assert (m.input.dtype, m.input.fill_value, m.input.orientation, m.input.spacing) == (
+        InputSpec.dtype, None, InputSpec.orientation, None)
+    assert m.run == RunSpec()
+    assert (m.output.threshold, m.output.map_back, m.output.format) == (
+        OutputSpec.threshold, OutputSpec.map_back, OutputSpec.format)
+    assert m.labels[0].postprocess == PostProcess()

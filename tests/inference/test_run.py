@@ -5,11 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
-
-from node.imaging.volume import Volume
-from node.inference import SessionRegistry, run_model
-
-from .onnx_models import (
+from support.onnx_models import (
     const,
     header,
     io,
@@ -20,6 +16,9 @@ from .onnx_models import (
     shift_conv,
     two_class_logits,
 )
+
+from node.imaging.volume import Volume
+from node.inference import SessionRegistry, run_model
 
 RAS = np.diag([-1.0, -1.0, 1.0])
 

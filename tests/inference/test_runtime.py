@@ -8,6 +8,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 import pytest
+from support.onnx_models import header, label, package, two_class_logits
 
 from node.config import ConfigError, RuntimeConfig, build_config
 from node.inference.runtime import (
@@ -18,8 +19,6 @@ from node.inference.runtime import (
     _gpu_problem,
     choose_providers,
 )
-
-from .onnx_models import header, label, package, two_class_logits
 
 NO_GPU = _gpu_problem(CUDA) is not None
 

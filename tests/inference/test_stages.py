@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper
+from support.onnx_models import const, io, model, two_class_logits
 
 from node.imaging.resample import conform_grid, nearest_exact_indices, orientation_code
 from node.imaging.volume import Volume
@@ -16,8 +17,6 @@ from node.inference.midline import midsagittal_plane
 from node.inference.preprocess import normalize, robust_range
 from node.inference.stages import pad_to_multiple
 from node.pipeline import run_pipeline
-
-from .onnx_models import const, io, model, two_class_logits
 
 HEAD = """
 version = "0.1"

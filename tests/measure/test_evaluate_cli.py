@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import REPO
+from support.tools import REPO
 
 from node.cli import main
 from node.imaging.sitk_io import to_sitk
@@ -114,7 +114,7 @@ def test_mgz_prediction_on_another_grid(tmp_path, capsys):
 def test_dicom_seg_reference(tmp_path, capsys):
     """The node's own SEG of two balls against a NIfTI prediction: the SEG's grid holds only
     the slices with segments and runs the other way; names come from the SEG."""
-    from results._results_helpers import ball_case, ball_label_map, seg_kwargs, segmentation_output
+    from support.results import ball_case, ball_label_map, seg_kwargs, segmentation_output
 
     from node.results import build_segmentation, write_dataset
 

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from measure._measure_phantoms import ANISO_SPACING, centre_of, ellipsoid, grid, rotation, sphere
+from support.phantoms import ANISO_SPACING, centre_of, ellipsoid, grid, rotation, sphere
 
 from node.imaging.volume import Volume
 from node.measure import measure_labels, measure_region

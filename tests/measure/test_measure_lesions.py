@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from measure._measure_phantoms import ANISO_SPACING, centre_of, grid, sphere
+from support.phantoms import ANISO_SPACING, centre_of, grid, sphere
 
 from node.imaging.volume import Volume
 from node.measure import find_lesions, find_lesions_in_probability, min_voxels_for

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from measure._measure_phantoms import (
+from support.phantoms import (
     ANISO_SPACING,
     centre_of,
     ellipsoid,

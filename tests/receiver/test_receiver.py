@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import dcmtk
 from pydicom.uid import generate_uid
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage
+from support.tools import dcmtk
 
 from node.synthetic import SeriesGeometry, write_series
 
@@ -316,7 +316,7 @@ def test_restart_removes_partial_files_and_records_orphans(node_factory, ct_seri
 
 def test_label_map_segmentation_is_accepted(node_factory, tmp_path) -> None:
     """Label Map Segmentation Storage (DICOM 2024c) is among the SOP classes the node takes."""
-    from results._results_helpers import (
+    from support.results import (
         ball_label_map,
         ball_series,
         seg_kwargs,

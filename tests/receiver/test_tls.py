@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import dcmtk
-from tlscerts import make_certificates
+from support.tls import make_certificates
+from support.tools import dcmtk
 
 from node.synthetic import SeriesGeometry, write_series
 

@@ -22,7 +22,7 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import CTImageStorage, Verification
-from robustness._support import c_store_command, pdata
+from support.peers import c_store_command, pdata
 
 from node.receiver import dimse
 from node.synthetic import SeriesGeometry, write_series

@@ -15,8 +15,8 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from results._results_helpers import WHEN
-from validators import dciodvfy, validate_set
+from support.results import WHEN
+from support.validators import dciodvfy, validate_set
 
 from node.config import OutputConfig, ResultsConfig
 from node.imaging import load_series

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from results._results_helpers import WHEN
-from validators import validate_set
+from support.results import WHEN
+from support.validators import validate_set
 
 from node.imaging import load_series
 from node.inference import load_package, run_model

@@ -6,7 +6,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
-from results._results_helpers import (
+from support.results import (
     LABELS,
     WHEN,
     ball_case,
@@ -14,7 +14,7 @@ from results._results_helpers import (
     seg_kwargs,
     segmentation_output,
 )
-from validators import dcentvfy, dciodvfy, segimage2itkimage, validate_seg
+from support.validators import dcentvfy, dciodvfy, segimage2itkimage, validate_seg
 
 from node.imaging import load_series
 from node.inference.output import ModelOutput

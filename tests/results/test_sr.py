@@ -11,7 +11,7 @@ import pytest
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset as encode_dataset
 from pydicom.sr.codedict import codes
-from results._results_helpers import (
+from support.results import (
     BALL_A,
     BALL_B,
     LABELS,
@@ -22,7 +22,7 @@ from results._results_helpers import (
     segmentation_output,
     sr_kwargs,
 )
-from validators import validate_set, validate_sr
+from support.validators import validate_set, validate_sr
 
 from node.inference.output import Box, ModelOutput
 from node.measure import (

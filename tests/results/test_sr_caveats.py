@@ -8,9 +8,9 @@ import tomllib
 
 import pydicom
 import pytest
-from inference.onnx_models import header, label
-from results._results_helpers import ball_case, ball_label_map, seg_kwargs, sr_kwargs
-from validators import validate_set
+from support.onnx_models import header, label
+from support.results import ball_case, ball_label_map, seg_kwargs, segmentation_output, sr_kwargs
+from support.validators import validate_set
 
 from node.inference.manifest import Code, parse_manifest
 from node.inference.output import RaisedFlag
@@ -22,8 +22,6 @@ from node.results import (
     parse_template,
     write_dataset,
 )
-
-from ._results_helpers import segmentation_output
 
 TEMPLATE = parse_template({"segments": {"labels": [1, 2, 3], "measurements": ["volume"]}})
 CUT = "Quality Finding: Anatomy coverage incomplete"

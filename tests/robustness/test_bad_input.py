@@ -17,9 +17,9 @@ import pydicom
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
-from robustness import _corpus as corpus
-from robustness._corpus import JOB_CASES, STORE_CASES, JobCase, StoreCase
-from robustness._support import (
+from support import corpus
+from support.corpus import JOB_CASES, STORE_CASES, JobCase, StoreCase
+from support.peers import (
     NETWORK_TIMEOUT,
     GoodSender,
     c_store_command,

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import dcmtk
-from nodeharness import NodeProcess
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
-from robustness._corpus import SMALL, series
-from robustness._support import echoscu, node_sections, storescu
+from support.corpus import SMALL, series
+from support.node_process import NodeProcess
+from support.peers import echoscu, node_sections, storescu
+from support.tools import dcmtk
 
 MAX_PENDING = 16
 PER_ADDRESS = 4

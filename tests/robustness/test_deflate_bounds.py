@@ -12,17 +12,17 @@ import zlib
 from pathlib import Path
 
 import pytest
-from nodeharness import free_port
 from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
 from pynetdicom.sop_class import CTImageStorage
-from robustness import _corpus as corpus
-from robustness._support import peak_rss_mb, send_raw, sop_uids, start_node, storescu
+from support import corpus
+from support.peers import peak_rss_mb, send_raw, sop_uids, start_node, storescu
+from support.tools import free_port
 
 from node.config import build_config
 from node.receiver.scp import StorageSCP
 from node.receiver.spool import Spool
 from node.routing.facts import FACTS_FILE
-from node.store.jobstore import JobStore
+from node.store import open_store
 
 MB = 1 << 20
 
@@ -119,7 +119,7 @@ def test_budget_across_associations_refuses_with_out_of_resources(
         "storage": {"min_free_mb": 0, "fsync": False, "max_inflated_mb": 16,
                     "inflate_budget_mb": 32},
     }, tmp_path)
-    store = JobStore(tmp_path / "radnode.db")
+    store = open_store(tmp_path / "radnode.db")
     scp = StorageSCP(config, store, Spool(tmp_path / "spool", fsync=False))
     scp.start()
     try:

@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 import pydicom
-from robustness._corpus import SMALL, series
-from robustness._support import send_raw
+from support.corpus import SMALL, series
+from support.peers import send_raw
 
 MARGIN_MB = 150
 BALLAST_MB = 300

@@ -19,8 +19,8 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from robustness import _corpus as corpus
-from robustness._support import echoscu, send_raw, start_node, storescu
+from support import corpus
+from support.peers import echoscu, send_raw, start_node, storescu
 
 CASES = int(os.environ.get("RADNODE_FUZZ_CASES", "400"))
 SEED = int(os.environ.get("RADNODE_FUZZ_SEED", "13"))

@@ -22,10 +22,10 @@ import numpy as np
 import onnx
 import pydicom
 import pytest
-from inference.onnx_models import header
-from nodeharness import NodeProcess
 from onnx import TensorProto, helper, numpy_helper
-from robustness._support import status_mb, storescu
+from support.node_process import NodeProcess
+from support.onnx_models import header
+from support.peers import status_mb, storescu
 
 from node.inference.manifest import load_package
 from node.inference.runtime import SessionRegistry
@@ -39,7 +39,7 @@ from node.jobcontrol import (
     run_options,
 )
 from node.service import SHUTDOWN_TIMEOUT_S
-from node.store.jobstore import InstanceRecord, JobStore
+from node.store import InstanceRecord, JobStore, NewJob, RecoveredJobs, open_store
 from node.synthetic import SeriesGeometry, write_series
 from node.worker import Workers
 
@@ -248,11 +248,11 @@ def test_the_monitor_stops_the_youngest_job_once_over_the_memory_budget() -> Non
 
 
 def _one_job(tmp_path: Path) -> tuple[JobStore, int]:
-    store = JobStore(tmp_path / "radnode.db")
+    store = open_store(tmp_path / "radnode.db")
     series_uid = "1.2.3.4"
     store.record_instance(InstanceRecord("1.2.3.4.1", CT_IMAGE, series_uid, "1.2.3", "CT",
                                          "1.2.3/1.2.3.4/x.dcm", 10, "1.2.840.10008.1.2"))
-    store.complete_series(store.series(series_uid), False, [("ct", MODEL)])
+    store.complete_series(store.series(series_uid), False, [NewJob("ct", MODEL)])
     return store, store.jobs(series_uid=series_uid)[0].id
 
 
@@ -289,7 +289,7 @@ def test_shutdown_does_not_wait_for_a_step_that_cannot_be_interrupted(
             assert (job.state, job.attempts) == ("queued", 0)
         else:
             assert (job.state, job.attempts) == ("running", 1)
-            assert store.recover_jobs(3) == (1, 0)
+            assert store.recover_jobs(3) == RecoveredJobs(requeued=1, failed=0)
     finally:
         release.set()
         time.sleep(0.1)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from robustness._support import echoscu, peak_rss_mb, storescu
+from support.peers import echoscu, peak_rss_mb, storescu
 
 from node.synthetic import SeriesGeometry, write_series
 

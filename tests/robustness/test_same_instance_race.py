@@ -7,20 +7,18 @@ be left that no row records. A second test plants such an orphan and restarts th
 from __future__ import annotations
 
 import re
-import sqlite3
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import dcmtk
-from nodeharness import NodeProcess
 from pydicom.uid import generate_uid
+from support.node_process import NodeProcess
+from support.tools import dcmtk
 
 from node.receiver import status
 from node.receiver.scp import DIFFERENT_CONTENT
-from node.store.jobstore import store_path
 from node.synthetic import SeriesGeometry, write_series
 
 SENDERS = 4
@@ -129,10 +127,12 @@ def race(node: NodeProcess, base: Path, work: Path, mode: str, rounds: int) -> F
 
 def counts_agree(node: NodeProcess) -> list[str]:
     """Series whose instance_count differs from the rows that name them."""
-    with sqlite3.connect(store_path(node.data_dir)) as db:
-        return [r[0] for r in db.execute(
-            "SELECT s.series_uid FROM series s WHERE s.instance_count !="
-            " (SELECT COUNT(*) FROM instances i WHERE i.series_uid = s.series_uid)")]
+    store = node.store()
+    try:
+        return [s.series_uid for s in store.all_series()
+                if s.instance_count != len(store.instance_paths(s.series_uid))]
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("mode", ["same-series", "different-series", "same-bytes"])

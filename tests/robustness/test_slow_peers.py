@@ -9,8 +9,8 @@ import time
 
 import pydicom
 from pynetdicom.sop_class import CTImageStorage
-from robustness._corpus import SMALL, series
-from robustness._support import (
+from support.corpus import SMALL, series
+from support.peers import (
     NETWORK_TIMEOUT,
     c_store_command,
     echoscu,

@@ -11,7 +11,7 @@ from node.completion import CompletionScheduler
 from node.config import CompletionConfig, RouteConfig
 from node.receiver.spool import Spool
 from node.routing.router import Router
-from node.store.jobstore import InstanceRecord, JobStore, Recorded
+from node.store import InstanceRecord, Recorded, open_store
 from node.synthetic import SeriesGeometry, write_series
 
 T0 = 1_000_000.0
@@ -28,7 +28,7 @@ class Node:
     def __init__(self, root: Path, config: CompletionConfig = CFG,
                  routes: list[RouteConfig] = ROUTES) -> None:
         self.root = root
-        self.store = JobStore(root / "radnode.db")
+        self.store = open_store(root / "radnode.db")
         self.spool = Spool(root / "spool")
         self.scheduler = CompletionScheduler(self.store, self.spool.root, Router(routes), config)
         self.config = config

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, dcmtk
+from support.tools import REPO, dcmtk
 
 from node.synthetic import SeriesGeometry, write_series
 

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sender.support import StoreSCP
+from support.sender import StoreSCP
 
-from node.store.jobstore import JobStore
+from node.store import JobStore, open_store
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[JobStore]:
-    s = JobStore(tmp_path / "data" / "radnode.db")
+    s = open_store(tmp_path / "data" / "radnode.db")
     yield s
     s.close()
 

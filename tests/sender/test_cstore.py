@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from orthanc import Orthanc, free_port
-from sender.support import job_from, make_config, make_objects, queue
+from support.orthanc import Orthanc
+from support.sender import job_from, make_config, make_objects, queue
+from support.tools import free_port
 
 from node.sender import Sender, outbox_rows
-from node.store.jobstore import JobStore, OutboxState
+from node.store import JobStore, NewOutboxItem, OutboxState, open_store
 
 
 def dicom_destination(pacs: Orthanc, name: str = "pacs", **kw: object) -> dict[str, object]:
@@ -287,14 +288,14 @@ def test_restart_resumes_from_the_store(tmp_path: Path, pacs) -> None:
     db = tmp_path / "data" / "radnode.db"
     t0 = time.time()
 
-    store = JobStore(db)
+    store = open_store(db)
     queue(store, "pacs", objects, t0)
     assert Sender(config, store, batch_size=2).run_once(t0).sent == 2
     pacs.kill()
     assert Sender(config, store, batch_size=2).run_once(t0 + 1).destination_errors
     store.close()  # the node stops here
 
-    store = JobStore(db)
+    store = open_store(db)
     sender = Sender(config, store, batch_size=2)
     assert sender.run_once(t0 + 2).connections == 0  # postponed until t0 + 3 (on disk)
     pacs.start()
@@ -303,7 +304,7 @@ def test_restart_resumes_from_the_store(tmp_path: Path, pacs) -> None:
 
     assert sent == [2, 1]
     assert sorted(pacs.received()) == sorted(uid for _, uid, _ in objects)
-    store = JobStore(db)
+    store = open_store(db)
     assert store.count_outbox() == {"sent": 5}
     store.close()
 
@@ -402,7 +403,8 @@ def test_outbox_rows_from_result_files(tmp_path: Path, store: JobStore, pacs) ->
     data = tmp_path / "data"
     objects = make_objects(data / "results" / "s1", 2)
     rows = outbox_rows(["pacs"], [p for p, _, _ in objects], data)
-    assert rows == [("pacs", f"results/s1/{Path(p).name}", uid, cls) for p, uid, cls in objects]
+    assert rows == [NewOutboxItem("pacs", f"results/s1/{Path(p).name}", uid, cls)
+                    for p, uid, cls in objects]
     store.enqueue(rows, now=1.0)
     summary = Sender(make_config(tmp_path, [dicom_destination(pacs)]), store).run_once(1.0)
     assert summary.sent == 2

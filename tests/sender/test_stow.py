@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from orthanc import Orthanc
-from sender.support import make_config, make_objects, queue
+from support.orthanc import Orthanc
+from support.sender import make_config, make_objects, queue
 
 from node.sender import Sender
 from node.sender.stow import StowTarget, _multipart, parse_response
-from node.store.jobstore import JobStore
+from node.store import JobStore
 
 USERS = {"radnode": "s3cret"}
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from orthanc import Orthanc
+    from support.orthanc import Orthanc
     with Orthanc(tmp_path / "pacs", dicomweb=True) as pacs:
         ...  # C-STORE to ("127.0.0.1", pacs.dicom_port, pacs.aet); STOW to pacs.dicomweb_url
         assert len(pacs.instances()) == 3
@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from support.tools import free_port
 
 ORTHANC_CANDIDATES = ("/usr/sbin/Orthanc", "/usr/bin/Orthanc")
 DICOMWEB_PLUGIN_CANDIDATES = (
@@ -73,10 +75,6 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Orthanc:

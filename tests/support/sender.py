@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from conftest import dcmtk
-from orthanc import free_port
 
 from node.config import Config, build_config
-from node.store.jobstore import InstanceRecord, JobStore
+from node.store import InstanceRecord, JobStore, NewJob, NewOutboxItem
 from node.synthetic import SeriesGeometry, write_series
+from support.tools import dcmtk, free_port
 
 TINY = SeriesGeometry(rows=16, columns=16, slices=1, pixel_spacing=(1.0, 1.0))
 
@@ -48,7 +47,8 @@ def make_config(tmp_path: Path, destinations: list[dict[str, Any]],
 
 def queue(store: JobStore, destination: str, objects: list[tuple[str, str, str]],
           now: float, job_id: int | None = None) -> None:
-    store.enqueue([(destination, p, uid, cls) for p, uid, cls in objects], job_id, now=now)
+    store.enqueue([NewOutboxItem(destination, p, uid, cls) for p, uid, cls in objects], job_id,
+                  now=now)
 
 
 def job_from(store: JobStore, calling_ae: str, now: float) -> int:
@@ -61,7 +61,7 @@ def job_from(store: JobStore, calling_ae: str, now: float) -> int:
         calling_ae=calling_ae), now=now)
     row = store.series(series)
     assert row is not None
-    store.complete_series(row, False, [("route", "model")], now=now)
+    store.complete_series(row, False, [NewJob("route", "model")], now=now)
     (job,) = store.jobs(series_uid=series)
     return job.id
 

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from conftest import REPO, dcmtk
-from nodeharness import NodeProcess
 from pynetdicom import AE, _config
 from pynetdicom.dsutils import split_dataset
+
+from support.node_process import NodeProcess
+from support.tools import REPO, dcmtk
 
 NETWORK_TIMEOUT = 2.0  # network.network_timeout and acse_timeout of the nodes under attack
 

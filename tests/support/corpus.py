@@ -443,7 +443,7 @@ def _jpeg_sof_bomb() -> bytes:
     """A JPEG lossless (process 14) frame whose SOF3 claims 65000 x 65000 pixels."""
     import subprocess
 
-    from conftest import dcmtk
+    from support.tools import dcmtk
 
     src = series_template()
     out = src.parent / "jpeg-template.dcm"

@@ -5,22 +5,16 @@ from __future__ import annotations
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from node.store.jobstore import JobStore, store_path
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from node.store import JobStore, open_store, store_path
+from support.tools import REPO, free_port
 
 
 def toml_value(value: Any) -> str:
@@ -68,7 +62,9 @@ class NodeProcess:
         sections.setdefault("workers", {}).setdefault("models_dir", str(REPO / "models"))
         sections.setdefault("results", {}).setdefault("sr_templates_dir",
                                                       str(REPO / "sr_templates"))
-        self.http_port = int(sections.setdefault("http", {}).setdefault("port", free_port()))
+        http = sections.setdefault("http", {})
+        self.http_port = int(http.setdefault("port", free_port()))
+        self.http_enabled = bool(http.get("enabled", True))
         self.port = int(node["port"])
         self.data_dir = Path(node["data_dir"])
         self.config = write_config(self.workdir / "config.toml", sections, routes)
@@ -101,11 +97,23 @@ class NodeProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"node exited with {self.proc.returncode}:\n{self.log()}")
-            if "listening as" in self.log()[offset:]:  # logged after the port is bound
+            if self._ready(offset):
                 return self
             time.sleep(0.05)
         self.kill()
         raise TimeoutError(f"node did not start:\n{self.log()}")
+
+    def _ready(self, log_offset: int) -> bool:
+        """The node's own readiness probe (``/ready``: store, DICOM listener and every model);
+        a node whose HTTP interface is off can only say so in its log."""
+        if not self.http_enabled:
+            return "listening as" in self.log()[log_offset:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/ready",
+                                        timeout=1) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False  # not listening yet, or 503: not ready
 
     def kill(self) -> None:
         """SIGKILL: no clean-up of any kind."""
@@ -126,7 +134,7 @@ class NodeProcess:
 
     def store(self) -> JobStore:
         """A second connection to the node's job store (WAL allows concurrent readers)."""
-        return JobStore(store_path(self.data_dir))
+        return open_store(store_path(self.data_dir))
 
     def wait_for(self, predicate: Any, timeout: float = 20.0, interval: float = 0.1) -> Any:
         deadline = time.monotonic() + timeout

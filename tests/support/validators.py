@@ -1,6 +1,6 @@
 """The validators of STANDARDS.md, run on written files; importable by any test.
 
-    from validators import validate_seg, validate_sr, validate_set
+    from support.validators import validate_seg, validate_sr, validate_set
 
 Each check raises ``AssertionError`` with the tool's complaint. A missing tool skips the test
 with a reason locally and fails it in CI (env ``CI`` set). Tools: ``dciodvfy``/``dcentvfy``
