@@ -74,6 +74,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from pipeline import reset_peak  # noqa: E402  (bench/pipeline.py, beside this script)
+
 CPU = "CPUExecutionProvider"
 GB = 1e9
 MIB = 2**20
@@ -137,17 +139,6 @@ def hwm_bytes() -> int:
     except OSError:
         pass
     return peak_bytes()
-
-
-def reset_peak() -> bool:
-    """Start a new VmHWM at the current RSS (Linux >= 4.0); False where that is not possible.
-    It resets ru_maxrss of this process too, so PeakTrail keeps the maximum itself."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
 
 
 class PeakTrail:

@@ -24,7 +24,6 @@ import contextvars
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -305,34 +304,3 @@ class JobMonitor:
             except Exception:  # the monitor must outlive any surprise
                 log.exception("job monitor error; continuing")
             time.sleep(self.interval_s)
-
-
-# -- cancel from another part of the process (the HTTP interface) ----------------------------
-
-# store -> its workers' cancel method, both held weakly (the workers hold the store)
-_cancellers: weakref.WeakKeyDictionary[object, weakref.WeakMethod[Callable[[int], bool]]] = \
-    weakref.WeakKeyDictionary()
-_cancellers_lock = threading.Lock()
-
-
-def register_canceller(store: object, cancel: Callable[[int], bool]) -> None:
-    """The workers of ``store`` in this process cancel its jobs (running ones included);
-    ``cancel`` is a bound method (of the workers)."""
-    with _cancellers_lock:
-        _cancellers[store] = weakref.WeakMethod(cancel)
-
-
-def unregister_canceller(store: object) -> None:
-    with _cancellers_lock:
-        _cancellers.pop(store, None)
-
-
-def cancel_job(store: object, job_id: int) -> bool:
-    """Cancel a job of ``store``: through its workers when they run in this process (a running
-    job is stopped), else in the store (queued jobs only). True when it was cancelled."""
-    with _cancellers_lock:
-        ref = _cancellers.get(store)
-    cancel = ref() if ref is not None else None
-    if cancel is not None:
-        return cancel(job_id)
-    return bool(store.cancel_job(job_id))  # type: ignore[attr-defined]

@@ -98,7 +98,8 @@ class Service:
             store=self.store, spool_root=self.spool.root, packages=self.packages,
             registry=self.registry, listener_port=listener_port,
             free_bytes=self.spool.free_bytes, wake_workers=self.workers.wake,
-            wake_sender=self.sender.wake, ae_title=self.config.node.ae_title,
+            wake_sender=self.sender.wake, cancel_job=self.workers.cancel,
+            ae_title=self.config.node.ae_title,
             started_at=time.time(),
         )
 

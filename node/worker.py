@@ -34,8 +34,6 @@ from node.jobcontrol import (
     JobStoppedError,
     StopKind,
     StopReason,
-    register_canceller,
-    unregister_canceller,
 )
 from node.log import job_context
 from node.pipeline import PipelineResult, run_pipeline
@@ -92,7 +90,6 @@ class Workers:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
-        register_canceller(store, self.cancel)  # the HTTP interface cancels through us
 
     def results_dir(self, job: JobRow) -> Path:
         """Where a job's files go: the same folder for every run of the same job."""
@@ -230,7 +227,6 @@ class Workers:
                             "queues it again, counted as an interrupted attempt)",
                             control.job_id, timeout)
         self.monitor.close()
-        unregister_canceller(self.store)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

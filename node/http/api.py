@@ -48,6 +48,8 @@ class Node:
     free_bytes: Any  # () -> int: free space of the spool
     wake_workers: Any  # () -> None
     wake_sender: Any  # () -> None
+    # (job_id) -> bool: cancels a queued job, or stops a running one (the workers' cancel)
+    cancel_job: Any
     ae_title: str = ""
     started_at: float = 0.0
 
@@ -133,10 +135,8 @@ def retry_job(node: Node, job_id: int) -> dict[str, Any]:
 def cancel_job(node: Node, job_id: int) -> dict[str, Any]:
     """A queued job leaves the queue; a running one is stopped by its worker (in this process)
     and answered once it is recorded as cancelled (a few seconds at most)."""
-    from node.jobcontrol import cancel_job as cancel
-
     get_job(node, job_id)
-    if not cancel(node.store, job_id):
+    if not node.cancel_job(job_id):
         raise ApiError(409, f"job {job_id} is {get_job(node, job_id).state}; only queued or "
                             "running jobs are cancelled")
     return {"job": job_json(get_job(node, job_id))}

@@ -41,7 +41,7 @@ def setup(tmp_path: Path, fetch) -> Iterator[tuple[JobStore, Calls, object]]:
     node = Node(store=store, spool_root=tmp_path / "spool", packages={},
                 registry=SessionRegistry(), listener_port=lambda: None,
                 free_bytes=lambda: 12345, wake_workers=wake_workers, wake_sender=wake_sender,
-                ae_title="RADNODE")
+                cancel_job=store.cancel_job, ae_title="RADNODE")  # no workers: queued jobs only
     server = HttpServer(HttpConfig(port=free_port()), node)
     server.start()
 
